@@ -1,0 +1,77 @@
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from rest_framework import status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from bookings import selectors, services
+from bookings.api.serializers import (
+    BookingSerializer,
+    BookingUpdateSerializer,
+    SalonSerializer,
+)
+from bookings.models import Booking
+from saas.api.params import choice_query_param, uuid_query_param
+
+
+class SalonViewSet(viewsets.ModelViewSet):
+    lookup_value_converter = "uuid"
+    serializer_class = SalonSerializer
+
+    def get_queryset(self):
+        return selectors.salon_list(user=self.request.user)
+
+    def perform_create(self, serializer):
+        serializer.instance = services.salon_create(
+            owner=self.request.user, **serializer.validated_data
+        )
+
+    def perform_update(self, serializer):
+        serializer.instance = services.salon_update(
+            salon=serializer.instance, data=serializer.validated_data
+        )
+
+
+@extend_schema_view(
+    list=extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "salon", str, description="Only this salon's bookings (UUID)."
+            ),
+            OpenApiParameter("status", str, enum=Booking.Status.values),
+        ]
+    )
+)
+class BookingViewSet(viewsets.ModelViewSet):
+    lookup_value_converter = "uuid"
+
+    def get_serializer_class(self):
+        if self.action in ("update", "partial_update"):
+            return BookingUpdateSerializer
+        return BookingSerializer
+
+    def get_queryset(self):
+        if self.action != "list":
+            return selectors.booking_list(user=self.request.user)
+        return selectors.booking_list(
+            user=self.request.user,
+            salon_id=uuid_query_param(self.request, "salon"),
+            status=choice_query_param(self.request, "status", Booking.Status.values),
+        )
+
+    def perform_create(self, serializer):
+        serializer.instance = services.booking_create(**serializer.validated_data)
+
+    def perform_update(self, serializer):
+        serializer.instance = services.booking_update(
+            booking=serializer.instance, data=serializer.validated_data
+        )
+
+    def perform_destroy(self, instance):
+        services.booking_delete(booking=instance)
+
+    @extend_schema(request=None, responses=BookingSerializer)
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        booking = services.booking_cancel(booking=self.get_object())
+        serializer = BookingSerializer(booking, context={"request": request})
+        return Response(serializer.data, status=status.HTTP_200_OK)

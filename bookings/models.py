@@ -1,0 +1,84 @@
+import uuid
+import zoneinfo
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+
+
+def validate_timezone(value: str) -> None:
+    if value not in zoneinfo.available_timezones():
+        raise ValidationError(f"{value!r} is not a known IANA time zone.")
+
+
+class Salon(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="salons"
+    )
+    name = models.CharField(max_length=200)
+    whatsapp_phone_number_id = models.CharField(
+        max_length=64,
+        unique=True,
+        help_text="Meta's phone_number_id of the salon's WhatsApp Business number.",
+    )
+    timezone = models.CharField(
+        max_length=64, default="UTC", validators=[validate_timezone]
+    )
+    language = models.CharField(
+        max_length=16, default="en_US", help_text="Language of WhatsApp templates."
+    )
+    email = models.EmailField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        indexes = [models.Index(fields=["owner", "name"])]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def tz(self) -> zoneinfo.ZoneInfo:
+        return zoneinfo.ZoneInfo(self.timezone)
+
+
+class Booking(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        CONFIRMED = "confirmed"
+        CANCELLED = "cancelled"
+        COMPLETED = "completed"
+
+    ACTIVE_STATUSES = (Status.PENDING, Status.CONFIRMED)
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    salon = models.ForeignKey(Salon, on_delete=models.CASCADE, related_name="bookings")
+    customer_name = models.CharField(max_length=200)
+    customer_phone = models.CharField(
+        max_length=20, help_text="E.164, e.g. +15551234567"
+    )
+    customer_email = models.EmailField(blank=True)
+    service_name = models.CharField(max_length=200)
+    start_at = models.DateTimeField()
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.PENDING
+    )
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["start_at"]
+        indexes = [
+            models.Index(fields=["salon", "start_at"]),
+            models.Index(fields=["salon", "status"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.customer_name}, {self.service_name}, {self.start_at:%Y-%m-%d}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in self.ACTIVE_STATUSES

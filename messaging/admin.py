@@ -1,0 +1,58 @@
+from django.contrib import admin
+
+from messaging.models import Conversation, Message, MessageTemplate
+
+
+class MessageInline(admin.TabularInline):
+    model = Message
+    fields = ("created_at", "direction", "type", "body", "status")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = True
+    ordering = ("-created_at",)
+    max_num = 0
+
+
+@admin.register(Conversation)
+class ConversationAdmin(admin.ModelAdmin):
+    list_display = ("customer_name", "customer_wa_id", "salon", "last_message_at")
+    list_filter = ("salon",)
+    search_fields = ("customer_name", "customer_wa_id", "customer_user_id")
+    raw_id_fields = ("salon",)
+    readonly_fields = ("id", "created_at", "last_message_at", "last_inbound_at")
+    inlines = [MessageInline]
+
+
+@admin.register(Message)
+class MessageAdmin(admin.ModelAdmin):
+    list_display = (
+        "created_at",
+        "direction",
+        "type",
+        "status",
+        "short_body",
+        "conversation",
+    )
+    list_filter = ("direction", "status", "type", "salon")
+    search_fields = (
+        "wamid",
+        "body",
+        "conversation__customer_wa_id",
+        "conversation__customer_name",
+    )
+    raw_id_fields = ("salon", "conversation", "reply_to")
+    readonly_fields = ("id", "sent_at", "delivered_at", "read_at", "failed_at", "error")
+    date_hierarchy = "created_at"
+
+    @admin.display(description="body")
+    def short_body(self, obj: Message) -> str:
+        return (obj.body[:60] + "…") if len(obj.body) > 60 else obj.body
+
+
+@admin.register(MessageTemplate)
+class MessageTemplateAdmin(admin.ModelAdmin):
+    list_display = ("name", "language", "category", "status", "salon", "updated_at")
+    list_filter = ("status", "category", "language")
+    search_fields = ("name", "body", "salon__name")
+    raw_id_fields = ("salon",)

@@ -1,0 +1,59 @@
+from rest_framework import serializers
+
+from messaging.models import Conversation, Message, MessageTemplate
+from saas.tenancy import SalonField
+
+
+class ConversationSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Conversation
+        fields = ["id", "salon", "customer_wa_id", "customer_name", "last_message_at"]
+        read_only_fields = fields
+
+
+class MessageSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Message
+        fields = [
+            "id",
+            "conversation",
+            "wamid",
+            "direction",
+            "type",
+            "body",
+            "content",
+            "status",
+            "error",
+            "reply_to",
+            "sent_at",
+            "delivered_at",
+            "read_at",
+            "failed_at",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+
+class TemplateSerializer(serializers.ModelSerializer):
+    salon = SalonField()
+
+    class Meta:
+        model = MessageTemplate
+        fields = [
+            "id",
+            "salon",
+            "name",
+            "language",
+            "category",
+            "body",
+            "status",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = ["id", "created_at", "updated_at"]
+        validators = []  # (salon, name, language) uniqueness: the service answers it
+
+
+class TemplateUpdateSerializer(TemplateSerializer):
+    class Meta(TemplateSerializer.Meta):
+        read_only_fields = [*TemplateSerializer.Meta.read_only_fields, "salon"]

@@ -1,0 +1,119 @@
+import uuid
+
+from django.db import models
+
+from bookings.models import Salon
+
+
+class Conversation(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    salon = models.ForeignKey(
+        Salon, on_delete=models.CASCADE, related_name="conversations"
+    )
+    customer_wa_id = models.CharField(max_length=32)
+    customer_name = models.CharField(max_length=200, blank=True)
+    customer_user_id = models.CharField(
+        max_length=64, blank=True, help_text="Meta's business-scoped user id (BSUID)."
+    )
+    last_message_at = models.DateTimeField(null=True, blank=True)
+    last_inbound_at = models.DateTimeField(
+        null=True, blank=True, help_text="Opens Meta's 24-hour customer-service window."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-last_message_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["salon", "customer_wa_id"], name="uniq_conversation_customer"
+            )
+        ]
+        indexes = [models.Index(fields=["salon", "-last_message_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.customer_name or self.customer_wa_id} ({self.salon})"
+
+
+class Message(models.Model):
+    class Direction(models.TextChoices):
+        INBOUND = "in"
+        OUTBOUND = "out"
+
+    class Status(models.TextChoices):
+        RECEIVED = "received"
+        QUEUED = "queued"
+        SENT = "sent"
+        DELIVERED = "delivered"
+        READ = "read"
+        FAILED = "failed"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    salon = models.ForeignKey(Salon, on_delete=models.CASCADE, related_name="messages")
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="messages"
+    )
+    wamid = models.CharField(max_length=255, unique=True, null=True, blank=True)
+    direction = models.CharField(max_length=3, choices=Direction.choices)
+    type = models.CharField(max_length=32, default="text")
+    body = models.TextField(blank=True)
+    content = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="What the type carries: media id and mime type, location, "
+        "button reply id and title, reaction emoji, template name...",
+    )
+    status = models.CharField(max_length=16, choices=Status.choices)
+    error = models.JSONField(null=True, blank=True)
+    reply_to = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="replies"
+    )
+    sent_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    read_at = models.DateTimeField(null=True, blank=True)
+    failed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["created_at"]
+        indexes = [
+            models.Index(fields=["conversation", "created_at"]),
+            models.Index(fields=["salon", "direction", "status"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.direction} {self.type} {self.wamid or self.id}"
+
+
+class MessageTemplate(models.Model):
+    class Category(models.TextChoices):
+        MARKETING = "marketing"
+        UTILITY = "utility"
+        AUTHENTICATION = "authentication"
+
+    class Status(models.TextChoices):
+        APPROVED = "approved"
+        PENDING = "pending"
+        REJECTED = "rejected"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    salon = models.ForeignKey(Salon, on_delete=models.CASCADE, related_name="templates")
+    name = models.CharField(max_length=512)
+    language = models.CharField(max_length=16, default="en_US")
+    category = models.CharField(max_length=16, choices=Category.choices)
+    body = models.TextField(help_text="Text with {{1}}, {{2}}... placeholders.")
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.PENDING
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name", "language"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["salon", "name", "language"], name="uniq_template_name_language"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.language})"

@@ -1,0 +1,60 @@
+"""Celery configuration, read by saas/celery.py.
+
+The broker lives on REDIS_QUEUE_DB (its own noeviction instance in production).
+"""
+
+from django.conf import settings
+from kombu import Queue
+
+from queues.definitions import (
+    CELERY_PRIORITY_STEPS,
+    QUEUES,
+    Priority,
+    celery_priority,
+    route_task,
+)
+
+broker_url = settings.REDIS_QUEUE_URL
+broker_connection_retry_on_startup = True
+broker_transport_options = {
+    "priority_steps": CELERY_PRIORITY_STEPS,
+    "queue_order_strategy": "priority",
+    "visibility_timeout": settings.CELERY_VISIBILITY_TIMEOUT,
+    "socket_connect_timeout": 2,
+    "socket_timeout": 5,
+    "retry_on_timeout": True,
+    "health_check_interval": 25,
+}
+# kombu also reads the visibility timeout here (results are not stored, but a
+# configured backend must not disagree with the broker).
+result_backend_transport_options = {
+    "visibility_timeout": settings.CELERY_VISIBILITY_TIMEOUT
+}
+result_backend = None
+task_ignore_result = True
+
+task_routes = (route_task,)
+task_queues = [Queue(spec.name, routing_key=spec.name) for spec in QUEUES]
+task_default_queue = QUEUES[0].name
+task_default_priority = celery_priority(Priority.WEBHOOK)
+task_create_missing_queues = False
+
+task_acks_late = True
+task_reject_on_worker_lost = True
+task_acks_on_failure_or_timeout = True
+worker_prefetch_multiplier = 1
+task_serializer = "json"
+result_serializer = "json"
+accept_content = ["json"]
+task_soft_time_limit = settings.CELERY_TASK_SOFT_TIME_LIMIT
+task_time_limit = settings.CELERY_TASK_TIME_LIMIT
+task_track_started = True
+worker_send_task_events = True
+task_send_sent_event = True
+worker_hijack_root_logger = False
+worker_max_tasks_per_child = 1000
+worker_cancel_long_running_tasks_on_connection_loss = True
+
+timezone = "UTC"
+enable_utc = True
+beat_scheduler = "django_celery_beat.schedulers:DatabaseScheduler"

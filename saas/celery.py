@@ -1,0 +1,11 @@
+"""The Celery app. Queues, routes and priorities come from queues.definitions."""
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "saas.settings")
+
+app = Celery("saas")
+app.config_from_object("queues.celeryconfig")
+app.autodiscover_tasks()

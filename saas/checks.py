@@ -1,0 +1,58 @@
+"""System checks: the broker's Redis must not evict queued jobs."""
+
+import logging
+
+import redis
+from django.conf import settings
+from django.core import checks
+
+logger = logging.getLogger(__name__)
+
+NO_EVICTION = "noeviction"
+
+
+def _maxmemory_policy(url: str) -> str | None:
+    client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+    try:
+        return client.config_get("maxmemory-policy").get("maxmemory-policy")
+    except redis.RedisError as exc:
+        logger.warning("Cannot read maxmemory-policy from %s: %s", url, exc)
+        return None
+    finally:
+        client.close()
+
+
+def _same_instance() -> bool:
+    return (settings.REDIS_HOST, settings.REDIS_PORT) == (
+        settings.REDIS_QUEUE_HOST,
+        settings.REDIS_QUEUE_PORT,
+    )
+
+
+@checks.register(checks.Tags.caches, "redis")
+def check_broker_eviction_policy(
+    app_configs=None, **kwargs
+) -> list[checks.CheckMessage]:
+    policy = _maxmemory_policy(settings.REDIS_QUEUE_URL)
+    if policy is None or policy == NO_EVICTION:
+        return []
+    where = f"{settings.REDIS_QUEUE_HOST}:{settings.REDIS_QUEUE_PORT}"
+    if _same_instance():
+        return [
+            checks.Error(
+                f"The cache and the Celery broker share the Redis at {where}, whose "
+                f"maxmemory-policy is {policy!r}: cache pressure will evict queued "
+                "jobs.",
+                hint="Run the broker on its own Redis (REDIS_QUEUE_HOST/"
+                "REDIS_QUEUE_PORT) with maxmemory-policy noeviction.",
+                id="saas.E001",
+            )
+        ]
+    return [
+        checks.Warning(
+            f"The Celery broker's Redis at {where} has maxmemory-policy {policy!r}; "
+            "under memory pressure it can silently delete queued jobs.",
+            hint="Set maxmemory-policy noeviction on the broker's Redis.",
+            id="saas.W001",
+        )
+    ]

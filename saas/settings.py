@@ -1,0 +1,322 @@
+"""One settings module, read from the environment (names from DESIGN.md).
+
+Production differs from development by variables, never by code paths.
+"""
+
+from datetime import timedelta
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = BASE_DIR / "var"
+
+env = environ.Env()
+environ.Env.read_env(env("ENV_FILE", default=str(BASE_DIR / ".env")), overwrite=False)
+
+DEBUG = env.bool("DEBUG", default=False)
+
+INSECURE_DEFAULT = "insecure-dev-only-change-me"
+SECRET_KEY = env("SECRET_KEY", default=INSECURE_DEFAULT)
+WHATSAPP_APP_SECRET = env("WHATSAPP_APP_SECRET", default=INSECURE_DEFAULT)
+JWT_SIGNING_KEY = env("JWT_SIGNING_KEY", default=INSECURE_DEFAULT + "-jwt")
+
+if not DEBUG:
+    for name, value in (
+        ("SECRET_KEY", SECRET_KEY),
+        ("WHATSAPP_APP_SECRET", WHATSAPP_APP_SECRET),
+        ("JWT_SIGNING_KEY", JWT_SIGNING_KEY),
+    ):
+        if not value or value.startswith(INSECURE_DEFAULT):
+            raise ImproperlyConfigured(
+                f"{name} is missing or left at its development default, and DEBUG "
+                f"is off. Set {name} in the environment to a long random value "
+                f"(python -c 'import secrets; print(secrets.token_urlsafe(50))')."
+            )
+    if SECRET_KEY == JWT_SIGNING_KEY:
+        raise ImproperlyConfigured("JWT_SIGNING_KEY must differ from SECRET_KEY.")
+
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework_simplejwt.token_blacklist",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_celery_beat",
+    "saas",
+    "bookings",
+    "messaging",
+    "notifications",
+    "queues",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "saas.urls"
+WSGI_APPLICATION = "saas.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database ---------------------------------------------------------------
+# SQLite under var/ is the embedded default; WAL and a busy timeout let the web
+# process, the workers and beat share it. PostgreSQL (psycopg 3) otherwise.
+if env("DATABASE_URL", default=""):
+    DATABASES = {"default": env.db("DATABASE_URL")}
+    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", 60))
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+else:
+    VAR_DIR.mkdir(exist_ok=True)
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": VAR_DIR / "db.sqlite3",
+            "OPTIONS": {
+                "timeout": 20,
+                "transaction_mode": "IMMEDIATE",
+                "init_command": (
+                    "PRAGMA journal_mode=WAL;"
+                    "PRAGMA synchronous=NORMAL;"
+                    "PRAGMA busy_timeout=20000;"
+                ),
+            },
+        }
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": f"django.contrib.auth.password_validation.{name}"}
+    for name in (
+        "UserAttributeSimilarityValidator",
+        "MinimumLengthValidator",
+        "CommonPasswordValidator",
+        "NumericPasswordValidator",
+    )
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = True
+
+# Bodies over this size are refused before they reach a view (the webhook
+# allows 4 MiB, Meta sends up to 3 MB).
+DATA_UPLOAD_MAX_MEMORY_SIZE = 4 * 1024 * 1024
+WEBHOOK_MAX_BODY_BYTES = 4 * 1024 * 1024
+
+# --- Redis ------------------------------------------------------------------
+REDIS_HOST = env("REDIS_HOST", default="127.0.0.1")
+REDIS_PORT = env.int("REDIS_PORT", default=6379)
+REDIS_PASSWORD = env("REDIS_PASSWORD", default="")
+REDIS_DB = env.int("REDIS_DB", default=0)
+REDIS_QUEUE_HOST = env("REDIS_QUEUE_HOST", default=REDIS_HOST)
+REDIS_QUEUE_PORT = env.int("REDIS_QUEUE_PORT", default=REDIS_PORT)
+REDIS_QUEUE_PASSWORD = env("REDIS_QUEUE_PASSWORD", default=REDIS_PASSWORD)
+REDIS_QUEUE_DB = env.int("REDIS_QUEUE_DB", default=1)
+REDIS_SOCKET_TIMEOUT = env.float("REDIS_SOCKET_TIMEOUT", default=0.25)
+REDIS_CONNECT_TIMEOUT = env.float("REDIS_CONNECT_TIMEOUT", default=0.25)
+
+
+def redis_url(host: str, port: int, db: int, password: str = "") -> str:
+    auth = f":{password}@" if password else ""
+    return f"redis://{auth}{host}:{port}/{db}"
+
+
+REDIS_CACHE_URL = redis_url(REDIS_HOST, REDIS_PORT, REDIS_DB, REDIS_PASSWORD)
+REDIS_QUEUE_URL = redis_url(
+    REDIS_QUEUE_HOST, REDIS_QUEUE_PORT, REDIS_QUEUE_DB, REDIS_QUEUE_PASSWORD
+)
+
+_redis_cache_options = {
+    "CLIENT_CLASS": "django_redis.client.DefaultClient",
+    "PARSER_CLASS": "redis.connection._HiredisParser",
+    "SOCKET_CONNECT_TIMEOUT": REDIS_CONNECT_TIMEOUT,
+    "SOCKET_TIMEOUT": REDIS_SOCKET_TIMEOUT,
+    "IGNORE_EXCEPTIONS": True,
+    "CONNECTION_POOL_KWARGS": {"health_check_interval": 30},
+}
+CACHES = {
+    # Keys are stored under exactly the documented names (salon:<id>, ...).
+    "default": {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": REDIS_CACHE_URL,
+        "KEY_FUNCTION": "saas.redis.raw_key",
+        "OPTIONS": _redis_cache_options,
+    },
+    "throttle": {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": REDIS_CACHE_URL,
+        "KEY_PREFIX": "throttle",
+        "OPTIONS": _redis_cache_options,
+    },
+}
+DJANGO_REDIS_IGNORE_EXCEPTIONS = True
+DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS = True
+DJANGO_REDIS_LOGGER = "saas.cache"
+
+CACHE_TTL_SECONDS = env.int("CACHE_TTL_SECONDS", default=3600)
+DASHBOARD_CACHE_TTL_SECONDS = env.int("DASHBOARD_CACHE_TTL_SECONDS", default=300)
+SALON_CACHE_TTL_SECONDS = env.int("SALON_CACHE_TTL_SECONDS", default=1800)
+TEMPLATE_CACHE_TTL_SECONDS = env.int("TEMPLATE_CACHE_TTL_SECONDS", default=3600)
+CONVERSATION_CACHE_TTL_SECONDS = env.int("CONVERSATION_CACHE_TTL_SECONDS", default=600)
+
+# --- Celery -----------------------------------------------------------------
+QUEUE_RETRY_ATTEMPTS = env.int("QUEUE_RETRY_ATTEMPTS", default=3)
+WEBHOOK_QUEUE_CONCURRENCY = env.int("WEBHOOK_QUEUE_CONCURRENCY", default=5)
+MESSAGE_QUEUE_CONCURRENCY = env.int("MESSAGE_QUEUE_CONCURRENCY", default=10)
+BOOKING_QUEUE_CONCURRENCY = env.int("BOOKING_QUEUE_CONCURRENCY", default=3)
+EMAIL_QUEUE_CONCURRENCY = env.int("EMAIL_QUEUE_CONCURRENCY", default=5)
+OUTBOUND_QUEUE_CONCURRENCY = env.int("OUTBOUND_QUEUE_CONCURRENCY", default=5)
+
+# Longer than any retry delay or task time limit: an unacknowledged message is
+# redelivered only when its worker is really gone.
+CELERY_VISIBILITY_TIMEOUT = env.int("CELERY_VISIBILITY_TIMEOUT", default=3600)
+CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=60)
+CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=90)
+
+QUEUE_DASHBOARD_ENABLED = env.bool("QUEUE_DASHBOARD_ENABLED", default=True)
+QUEUE_DASHBOARD_PATH = env("QUEUE_DASHBOARD_PATH", default="/admin/queues")
+FLOWER_PORT = env.int("FLOWER_PORT", default=5555)
+FLOWER_URL = env("FLOWER_URL", default=f"http://127.0.0.1:{FLOWER_PORT}/")
+
+# --- WhatsApp ---------------------------------------------------------------
+WHATSAPP_VERIFY_TOKEN = env("WHATSAPP_VERIFY_TOKEN", default="")
+WHATSAPP_ACCESS_TOKEN = env("WHATSAPP_ACCESS_TOKEN", default="")
+WHATSAPP_BACKEND = env("WHATSAPP_BACKEND", default="console")
+WHATSAPP_API_BASE_URL = env(
+    "WHATSAPP_API_BASE_URL", default="https://graph.facebook.com/v21.0"
+)
+WHATSAPP_REMINDER_TEMPLATE = env(
+    "WHATSAPP_REMINDER_TEMPLATE", default="booking_reminder"
+)
+WHATSAPP_HTTP_TIMEOUT_SECONDS = env.float("WHATSAPP_HTTP_TIMEOUT_SECONDS", default=10.0)
+
+# --- E-mail -----------------------------------------------------------------
+if env("EMAIL_URL", default=""):
+    vars().update(env.email_url("EMAIL_URL"))
+else:
+    EMAIL_BACKEND = env(
+        "EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend"
+    )
+    EMAIL_HOST = env("EMAIL_HOST", default="localhost")
+    EMAIL_PORT = env.int("EMAIL_PORT", default=25)
+    EMAIL_HOST_USER = env("EMAIL_HOST_USER", default="")
+    EMAIL_HOST_PASSWORD = env("EMAIL_HOST_PASSWORD", default="")
+    EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="Salon <no-reply@localhost>")
+
+# --- REST API ---------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework_simplejwt.authentication.JWTAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_THROTTLE_RATES": {
+        "auth": env("AUTH_THROTTLE_RATE", default="20/min"),
+    },
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"]
+    + (["rest_framework.renderers.BrowsableAPIRenderer"] if DEBUG else []),
+    "EXCEPTION_HANDLER": "saas.api.exceptions.exception_handler",
+}
+
+SIMPLE_JWT = {
+    "ACCESS_TOKEN_LIFETIME": timedelta(
+        minutes=env.int("JWT_ACCESS_TOKEN_MINUTES", default=15)
+    ),
+    "REFRESH_TOKEN_LIFETIME": timedelta(days=env.int("JWT_REFRESH_TOKEN_DAYS", 7)),
+    "ROTATE_REFRESH_TOKENS": True,
+    "BLACKLIST_AFTER_ROTATION": True,
+    "UPDATE_LAST_LOGIN": False,
+    "ALGORITHM": "HS256",
+    "SIGNING_KEY": JWT_SIGNING_KEY,
+    "AUTH_HEADER_TYPES": ("Bearer",),
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Salon messaging API",
+    "DESCRIPTION": "WhatsApp-first salon bookings: salons, bookings, conversations.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "BookingStatusEnum": "bookings.models.Booking.Status",
+        "MessageStatusEnum": "messaging.models.Message.Status",
+        "TemplateStatusEnum": "messaging.models.MessageTemplate.Status",
+    },
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+
+# --- Security (production is DEBUG off behind TLS) -------------------------
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
+SECURE_HSTS_PRELOAD = not DEBUG
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+
+# --- Logging: one line per event, with the component's name -----------------
+LOG_LEVEL = env("LOG_LEVEL", default="INFO").upper()
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "line": {"format": "%(asctime)s %(levelname)s [%(name)s] %(message)s"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "line"},
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        "celery": {"level": LOG_LEVEL},
+    },
+}

@@ -1,0 +1,30 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from saas.api.auth import (
+    RegisterView,
+    ThrottledTokenObtainPairView,
+    ThrottledTokenRefreshView,
+)
+from saas.views import healthz
+
+api_patterns = [
+    path("auth/register/", RegisterView.as_view(), name="auth-register"),
+    path("auth/token/", ThrottledTokenObtainPairView.as_view(), name="auth-token"),
+    path(
+        "auth/token/refresh/",
+        ThrottledTokenRefreshView.as_view(),
+        name="auth-token-refresh",
+    ),
+    path("", include("bookings.api.urls")),
+    path("", include("messaging.api.urls")),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+]
+
+urlpatterns = [
+    path("healthz", healthz, name="healthz"),
+    path("api/", include(api_patterns)),
+    path("admin/", admin.site.urls),
+]

@@ -1,0 +1,173 @@
+"""Real processes for tests: Celery workers and throwaway redis-servers.
+
+Each is started with its output in a log file and stopped (and reaped) by the
+fixture that started it.
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+
+from tests.utils import wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class ManagedProcess:
+    name: str
+    args: list[str]
+    env: dict[str, str]
+    log_path: Path
+    proc: subprocess.Popen | None = None
+
+    def start(self) -> "ManagedProcess":
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            self.args,
+            env=self.env,
+            cwd=ROOT,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Signal the whole process group (a prefork worker's children too)."""
+        if self.alive:
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.proc is None:
+            return
+        if self.alive:
+            self.kill(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.kill(signal.SIGKILL)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pass
+        # Children of a killed prefork parent may linger in the group.
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self._log.close()
+
+
+@dataclass
+class CeleryWorker(ManagedProcess):
+    queues: list[str] = field(default_factory=list)
+
+    def wait_ready(self, timeout: float = 60.0) -> "CeleryWorker":
+        def ready() -> bool:
+            if not self.alive:
+                raise AssertionError(
+                    f"worker {self.name} exited:\n{self.log()[-4000:]}"
+                )
+            return " ready." in self.log()
+
+        wait_until(ready, timeout=timeout, message=f"worker {self.name} ready")
+        return self
+
+
+def celery_worker_args(
+    queues: list[str], *, name: str, concurrency: int = 1, pool: str = "prefork"
+) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "saas",
+        "worker",
+        "-Q",
+        ",".join(queues),
+        "-n",
+        f"{name}@%h",
+        "-c",
+        str(concurrency),
+        "-P",
+        pool,
+        "--without-gossip",
+        "--without-mingle",
+        "-l",
+        "INFO",
+    ]
+
+
+@dataclass
+class RedisServer(ManagedProcess):
+    port: int = 0
+
+    def client(self, db: int = 0) -> redis.Redis:
+        return redis.Redis(
+            port=self.port, db=db, socket_timeout=2, socket_connect_timeout=1
+        )
+
+    def wait_ready(self, timeout: float = 10.0) -> "RedisServer":
+        def pings() -> bool:
+            try:
+                return self.client().ping()
+            except redis.RedisError:
+                return False
+
+        wait_until(pings, timeout=timeout, message=f"redis-server on {self.port}")
+        return self
+
+
+def redis_server(
+    *, port: int | None = None, extra: list[str] | None = None, log_dir: Path
+) -> RedisServer:
+    port = port or free_port()
+    workdir = tempfile.mkdtemp(prefix=f"redis-{port}-", dir=log_dir)
+    args = [
+        shutil.which("redis-server") or "redis-server",
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        workdir,
+        *(extra or []),
+    ]
+    server = RedisServer(
+        name=f"redis-{port}",
+        args=args,
+        env=dict(os.environ),
+        log_path=Path(workdir) / "redis.log",
+        port=port,
+    )
+    return server.start().wait_ready()
