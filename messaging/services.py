@@ -6,7 +6,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
 from bookings.models import Salon
-from messaging.models import MessageTemplate
+from messaging.models import Conversation, MessageTemplate
 
 TEMPLATE_EDITABLE_FIELDS = ("name", "language", "category", "body", "status")
 _DUPLICATE_TEMPLATE = {"name": "This salon has a template with this name and language."}
@@ -56,3 +56,32 @@ def template_update(
 @transaction.atomic
 def template_delete(*, template: MessageTemplate) -> None:
     template.delete()
+
+
+def wa_id_from_phone(phone: str) -> str:
+    """WhatsApp ids are E.164 numbers without the plus sign."""
+    return phone.lstrip("+")
+
+
+def conversation_for_customer(
+    *, salon: Salon, wa_id: str, name: str = "", user_id: str = ""
+) -> Conversation:
+    """The salon's conversation with this customer, created on first contact.
+
+    Safe under concurrency: the (salon, customer_wa_id) unique constraint
+    decides, not a check-then-insert.
+    """
+    defaults = {"customer_name": name, "customer_user_id": user_id}
+    conversation, created = Conversation.objects.get_or_create(
+        salon=salon, customer_wa_id=wa_id, defaults=defaults
+    )
+    changed = {
+        field: value
+        for field, value in defaults.items()
+        if value and getattr(conversation, field) != value
+    }
+    if not created and changed:
+        Conversation.objects.filter(pk=conversation.pk).update(**changed)
+        for field, value in changed.items():
+            setattr(conversation, field, value)
+    return conversation
