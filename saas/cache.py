@@ -50,7 +50,6 @@ logger = logging.getLogger("saas.cache")
 P = ParamSpec("P")
 R = TypeVar("R")
 
-_TOMBSTONE = b"\x00invalidated"
 _PICKLE_MARK = 0x80  # every pickle protocol >= 2 starts with this byte
 _MISSING = object()
 
@@ -74,6 +73,11 @@ return 0
 
 class CacheUnavailable(Exception):
     """The breaker is open or Redis failed: callers fall back to the database."""
+
+
+class CacheBusy(CacheUnavailable):
+    """This process's connection pool is exhausted: Redis is fine, so the breaker
+    stays closed."""
 
 
 def _setting(name: str, default: float) -> float:
@@ -206,6 +210,8 @@ class CacheService:
             return operation(self.client())
         except CacheUnavailable:
             raise
+        except redis.exceptions.MaxConnectionsError as exc:
+            raise CacheBusy(str(exc)) from exc
         except (redis.RedisError, OSError) as exc:
             self._failed(exc)
             raise CacheUnavailable(str(exc)) from exc
@@ -311,7 +317,10 @@ class CacheService:
             if kind == "version":
                 pipe.set(key, uuid.uuid4().hex)
             elif kind == "tombstone":
-                pipe.set(key, _TOMBSTONE, px=tombstone_ms)
+                # Unique, so a reader that saw an earlier tombstone cannot
+                # compare-and-set over this one.
+                tombstone = b"\x00invalidated:" + uuid.uuid4().hex.encode()
+                pipe.set(key, tombstone, px=tombstone_ms)
             else:
                 pipe.delete(key)
         pipe.execute()
@@ -382,20 +391,19 @@ class CacheService:
                 locked = self._call(
                     lambda c: c.set(lock_key, token, nx=True, px=lock_ms)
                 )
-            except CacheUnavailable:
-                break
-            if locked:
-                return self._compute_and_store(
-                    key, compute, ttl, raw, version, lock_key, token
-                )
-            time.sleep(random.uniform(0.005, 0.02))
-            try:
+                if locked:
+                    return self._compute_and_store(
+                        key, compute, ttl, raw, version, lock_key, token
+                    )
+                time.sleep(random.uniform(0.005, 0.02))
                 raw, value, version = self._read(key, version_key)
+                if value is not _MISSING:
+                    self.counters.count(key, hit=True)
+                    return Fetched(value, hit=True)
+            except CacheBusy:
+                time.sleep(random.uniform(0.005, 0.02))
             except CacheUnavailable:
                 break
-            if value is not _MISSING:
-                self.counters.count(key, hit=True)
-                return Fetched(value, hit=True)
             if time.monotonic() >= deadline:
                 break
         self.counters.count(key, hit=False)

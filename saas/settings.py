@@ -172,7 +172,10 @@ _redis_cache_options = {
     "SOCKET_CONNECT_TIMEOUT": REDIS_CONNECT_TIMEOUT,
     "SOCKET_TIMEOUT": REDIS_SOCKET_TIMEOUT,
     "IGNORE_EXCEPTIONS": True,
-    "CONNECTION_POOL_KWARGS": {"health_check_interval": 30},
+    "CONNECTION_POOL_KWARGS": {
+        "health_check_interval": 30,
+        "max_connections": env.int("REDIS_MAX_CONNECTIONS", default=512),
+    },
 }
 CACHES = {
     # Keys are stored under exactly the documented names (salon:<id>, ...).
