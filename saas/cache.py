@@ -177,7 +177,10 @@ class CacheService:
         self._state_lock = threading.Lock()
         self._down_until = 0.0
         self._last_error_log = -float("inf")
-        self._pending: dict[str, str] = {}  # invalidations to replay: key -> kind
+        # Invalidations that failed, to replay: key -> (kind, sequence number).
+        self._pending: dict[str, tuple[str, int]] = {}
+        self._pending_seq = 0
+        self._replay_lock = threading.Lock()
 
     # --- connection and breaker ------------------------------------------
     def client(self) -> redis.Redis:
@@ -185,7 +188,9 @@ class CacheService:
             raise CacheUnavailable("cache breaker open")
         client = caches[self.alias].client.get_client(write=True)
         if self._pending:
-            self._replay_pending(client)
+            # Other threads wait here too: nobody reads before the replay lands.
+            with self._replay_lock:
+                self._replay_pending(client)
         return client
 
     def _failed(self, exc: Exception) -> None:
@@ -232,13 +237,14 @@ class CacheService:
 
     def _replay_pending(self, client: redis.Redis) -> None:
         with self._state_lock:
-            pending, self._pending = self._pending, {}
-        try:
-            self._write_invalidations(client, pending)
-        except (redis.RedisError, OSError):
-            with self._state_lock:
-                self._pending = {**pending, **self._pending}
-            raise
+            pending = dict(self._pending)
+        if not pending:
+            return
+        self._write_invalidations(client, {k: kind for k, (kind, _) in pending.items()})
+        with self._state_lock:
+            for key, entry in pending.items():
+                if self._pending.get(key) == entry:  # not failed again meanwhile
+                    del self._pending[key]
 
     # --- plain operations ------------------------------------------------
     def get(self, key: str, default: Any = None) -> Any:
@@ -306,7 +312,9 @@ class CacheService:
 
     def _remember(self, work: dict[str, str]) -> None:
         with self._state_lock:
-            self._pending.update(work)
+            for key, kind in work.items():
+                self._pending_seq += 1
+                self._pending[key] = (kind, self._pending_seq)
 
     def _write_invalidations(self, client: redis.Redis, work: dict[str, str]) -> None:
         if not work:
