@@ -400,6 +400,17 @@ class CacheService:
                     lambda c: c.set(lock_key, token, nx=True, px=lock_ms)
                 )
                 if locked:
+                    # Double-check: the previous holder may have stored the
+                    # value since our last read.
+                    try:
+                        raw, value, version = self._read(key, version_key)
+                    except CacheUnavailable:
+                        self._unlock(lock_key, token)
+                        raise
+                    if value is not _MISSING:
+                        self._unlock(lock_key, token)
+                        self.counters.count(key, hit=True)
+                        return Fetched(value, hit=True)
                     return self._compute_and_store(
                         key, compute, ttl, raw, version, lock_key, token
                     )
@@ -450,10 +461,13 @@ class CacheService:
                 pass
             return Fetched(value, hit=False)
         finally:
-            try:
-                self._call(lambda c: c.eval(_UNLOCK, 1, lock_key, token))
-            except CacheUnavailable:
-                pass
+            self._unlock(lock_key, token)
+
+    def _unlock(self, lock_key: str, token: str) -> None:
+        try:
+            self._call(lambda c: c.eval(_UNLOCK, 1, lock_key, token))
+        except CacheUnavailable:
+            pass
 
 
 cache_service = CacheService()

@@ -1,6 +1,7 @@
 """CacheService on the real test Redis: keys, TTLs, values, decorators, counters,
 stampede protection and invalidation races."""
 
+import copy
 import datetime
 import inspect
 import logging
@@ -9,6 +10,7 @@ import uuid
 from decimal import Decimal
 
 import pytest
+from django.conf import settings
 from django.db import transaction
 from django.test import override_settings
 
@@ -203,7 +205,25 @@ def _mget_calls(raw) -> int:
     return raw.info("commandstats").get("cmdstat_mget", {}).get("calls", 0)
 
 
+def patient_caches() -> dict:
+    """The test cache with a 5 s socket timeout: on a loaded 2-core machine a
+    0.25 s stall would open the breaker, which is fail-open working, not the
+    lock under test. (A new URL, since django-redis pools by URL.)"""
+    caches = copy.deepcopy(settings.CACHES)
+    caches["default"]["LOCATION"] += "?socket_timeout=5"
+    return caches
+
+
 def test_stampede_200_concurrent_misses_compute_at_most_twice(raw):
+    with override_settings(CACHES=patient_caches()):
+        assert (
+            cache_service.client().connection_pool.connection_kwargs["socket_timeout"]
+            == 5
+        )
+        stampede(raw)
+
+
+def stampede(raw):
     computations = []
     release = threading.Event()
     barrier = threading.Barrier(200)
