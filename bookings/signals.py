@@ -4,7 +4,43 @@ Sent with ``transaction.on_commit(lambda: bookings_changed.send(...))`` by any
 write that bulk-inserts or ``update()``s rows (which fire no post_save).
 """
 
+from django.db import transaction
 from django.dispatch import Signal
 
 #: kwargs: salon_id (UUID)
 bookings_changed = Signal()
+
+
+# --- Receivers (connected in BookingsConfig.ready): they only invalidate caches,
+# after commit, so a rolled-back write invalidates nothing.
+def invalidate_for_booking(sender, instance, **kwargs) -> None:
+    from bookings.cache import dashboard_cache_invalidate_salon
+
+    salon_id = instance.salon_id
+    owner_id = None
+    if type(instance).salon.is_cached(instance):
+        owner_id = instance.salon.owner_id
+    transaction.on_commit(
+        lambda: dashboard_cache_invalidate_salon(salon_id=salon_id, owner_id=owner_id),
+        robust=True,
+    )
+
+
+def invalidate_for_salon(sender, instance, **kwargs) -> None:
+    from bookings.cache import dashboard_cache_invalidate_salon, salon_cache_invalidate
+
+    salon_id, owner_id = instance.pk, instance.owner_id
+
+    def invalidate() -> None:
+        salon_cache_invalidate(salon_id)
+        dashboard_cache_invalidate_salon(salon_id=salon_id, owner_id=owner_id)
+
+    transaction.on_commit(invalidate, robust=True)
+
+
+def invalidate_for_bookings_changed(sender, salon_id, **kwargs) -> None:
+    from bookings.cache import dashboard_cache_invalidate_salon
+
+    transaction.on_commit(
+        lambda: dashboard_cache_invalidate_salon(salon_id=salon_id), robust=True
+    )

@@ -174,7 +174,10 @@ _redis_cache_options = {
     "SOCKET_CONNECT_TIMEOUT": REDIS_CONNECT_TIMEOUT,
     "SOCKET_TIMEOUT": REDIS_SOCKET_TIMEOUT,
     "IGNORE_EXCEPTIONS": True,
-    "CONNECTION_POOL_KWARGS": {"health_check_interval": 30},
+    "CONNECTION_POOL_KWARGS": {
+        "health_check_interval": 30,
+        "max_connections": env.int("REDIS_MAX_CONNECTIONS", default=512),
+    },
 }
 CACHES = {
     # Keys are stored under exactly the documented names (salon:<id>, ...).
@@ -323,3 +326,16 @@ LOGGING = {
         "celery": {"level": LOG_LEVEL},
     },
 }
+
+# --- Cache behaviour (saas/cache.py) ------------------------------------------
+# After a Redis error the cache is skipped for this long (per process), so a
+# request waits at most one socket timeout; the outage is logged once per interval.
+CACHE_RETRY_AFTER_SECONDS = env.float("CACHE_RETRY_AFTER_SECONDS", default=1.0)
+CACHE_ERROR_LOG_INTERVAL_SECONDS = env.float(
+    "CACHE_ERROR_LOG_INTERVAL_SECONDS", default=60.0
+)
+# Stampede lock: how long one computation may hold a key before others compute.
+CACHE_LOCK_SECONDS = env.float("CACHE_LOCK_SECONDS", default=10.0)
+# An invalidated key holds a tombstone this long, so a reader that computed
+# before the write cannot store its stale value.
+CACHE_TOMBSTONE_SECONDS = env.float("CACHE_TOMBSTONE_SECONDS", default=60.0)

@@ -30,6 +30,9 @@ def _clean_redis():
     from saas.redis import queue_redis
 
     queue_redis.cache_clear()
+    from saas.cache import cache_service
+
+    cache_service.reset_state()
     yield
 
 

@@ -137,3 +137,12 @@ def test_anonymous_is_401_everywhere(api_client, victim):
     for path in collection_paths():
         assert api_client.get(path).status_code == 401, path
         assert api_client.post(path, {}, format="json").status_code in (401, 405), path
+
+
+def test_dashboard_of_another_tenants_salon_is_404(auth_client, victim):
+    response = auth_client.get(
+        "/api/dashboard/stats/", {"salon": str(victim["salon"].pk)}
+    )
+    assert response.status_code == 404
+    own = auth_client.get("/api/dashboard/stats/").json()
+    assert own["bookings_total"] == 0 and own["messages_inbound"] == 0

@@ -47,3 +47,27 @@ class BookingSerializer(serializers.ModelSerializer):
 class BookingUpdateSerializer(BookingSerializer):
     class Meta(BookingSerializer.Meta):
         read_only_fields = [*BookingSerializer.Meta.read_only_fields, "salon"]
+
+
+class DashboardStatsSerializer(serializers.Serializer):
+    """The shape of GET /api/dashboard/stats/ (documentation only)."""
+
+    bookings_total = serializers.IntegerField()
+    bookings_today = serializers.IntegerField(
+        help_text="Starting today in each salon's own time zone."
+    )
+    bookings_upcoming = serializers.IntegerField(
+        help_text="Pending or confirmed, starting from now."
+    )
+    bookings_by_status = serializers.DictField(child=serializers.IntegerField())
+    conversations_total = serializers.IntegerField()
+    messages_inbound = serializers.IntegerField()
+    messages_outbound = serializers.IntegerField()
+    messages_failed = serializers.IntegerField()
+    delivery_rate = serializers.FloatField(
+        allow_null=True,
+        help_text="Delivered or read over outbound messages sent, delivered, read "
+        "or failed; null before any was sent.",
+    )
+    reminders_sent = serializers.IntegerField()
+    generated_at = serializers.DateTimeField()

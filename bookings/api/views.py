@@ -2,13 +2,16 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from bookings import selectors, services
 from bookings.api.serializers import (
     BookingSerializer,
     BookingUpdateSerializer,
+    DashboardStatsSerializer,
     SalonSerializer,
 )
+from bookings.cache import dashboard_stats_cached
 from bookings.models import Booking
 from saas.api.params import choice_query_param, uuid_query_param
 
@@ -75,3 +78,23 @@ class BookingViewSet(viewsets.ModelViewSet):
         booking = services.booking_cancel(booking=self.get_object())
         serializer = BookingSerializer(booking, context={"request": request})
         return Response(serializer.data, status=status.HTTP_200_OK)
+
+
+class DashboardStatsView(APIView):
+    """Dashboard numbers, served from the cache; ``X-Cache`` says hit or miss."""
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "salon", str, description="Only this salon (UUID); default: all."
+            )
+        ],
+        responses=DashboardStatsSerializer,
+    )
+    def get(self, request):
+        fetched = dashboard_stats_cached(
+            user=request.user, salon_id=uuid_query_param(request, "salon")
+        )
+        return Response(
+            fetched.value, headers={"X-Cache": "hit" if fetched.hit else "miss"}
+        )

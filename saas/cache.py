@@ -1,0 +1,539 @@
+"""CacheService: the Redis cache in front of expensive reads, used by every app.
+
+Keys are stored under exactly the names callers give (``salon:<id>``), in the
+default cache alias's Redis DB (``REDIS_DB``), through django-redis's connection
+pool and timeouts. Each app's ``cache.py`` builds its own keys.
+
+Values are JSON when JSON round-trips them exactly (so ``redis-cli GET`` shows
+them), pickle otherwise.
+
+Guarantees:
+- Fail-open: a Redis error opens a per-process breaker for
+  ``CACHE_RETRY_AFTER_SECONDS``; meanwhile reads compute from the database and
+  writes skip the cache, so a request waits at most one socket timeout. The
+  outage is logged once per ``CACHE_ERROR_LOG_INTERVAL_SECONDS``. Invalidations
+  that failed are replayed by this process once Redis answers again.
+- No stale value after an invalidation: ``invalidate`` writes a short-lived
+  tombstone, and a reader stores what it computed only if the key still holds
+  what it saw before computing (compare-and-set in Lua). Versioned keys carry
+  the version read before computing; bumping the version (O(1), no KEYS/SCAN)
+  makes every value tagged with an older one a miss.
+- Stampede protection: on a miss one caller takes a short lock and computes;
+  the others poll for its value and compute themselves only if the lock expires.
+- Hit/miss counters per namespace (the key's first segment) are kept in this
+  process's memory, without a Redis round trip; ``cache_stats()`` reads them.
+  A caller served by another's computation after waiting counts as a hit.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import logging
+import pickle
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, ParamSpec, TypeVar
+
+import redis
+from django.conf import settings
+from django.core.cache import caches
+from django.db import transaction
+
+logger = logging.getLogger("saas.cache")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_PICKLE_MARK = 0x80  # every pickle protocol >= 2 starts with this byte
+_MISSING = object()
+
+# Store ``ARGV[2]`` with TTL ``ARGV[3]`` ms only if the key still holds ``ARGV[1]``
+# ("" meaning: absent). Returns 1 when stored.
+_CAS_SET = """
+local current = redis.call('GET', KEYS[1])
+if (current == false and ARGV[1] == '') or current == ARGV[1] then
+    redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+    return 1
+end
+return 0
+"""
+_UNLOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+class CacheUnavailable(Exception):
+    """The breaker is open or Redis failed: callers fall back to the database."""
+
+
+class CacheBusy(CacheUnavailable):
+    """This process's connection pool is exhausted: Redis is fine, so the breaker
+    stays closed."""
+
+
+def _setting(name: str, default: float) -> float:
+    return getattr(settings, name, default)
+
+
+def ttl_for(ttl: int | str | None) -> int:
+    """Seconds: an int, the name of a setting, or None for CACHE_TTL_SECONDS."""
+    if ttl is None:
+        return settings.CACHE_TTL_SECONDS
+    if isinstance(ttl, str):
+        return getattr(settings, ttl)
+    return ttl
+
+
+def namespace_of(key: str) -> str:
+    return key.split(":", 1)[0]
+
+
+def encode(value: Any) -> bytes:
+    try:
+        text = json.dumps(value, separators=(",", ":"), allow_nan=False)
+        if json.loads(text) == value and _same_shape(json.loads(text), value):
+            return text.encode()
+    except (TypeError, ValueError):
+        pass
+    return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _same_shape(decoded: Any, value: Any) -> bool:
+    """JSON equality is loose (1 == 1.0 == True, tuples vs lists): check types."""
+    if type(decoded) is not type(value) and not (
+        isinstance(value, dict) and isinstance(decoded, dict)
+    ):
+        return False
+    if isinstance(value, dict):
+        return all(_same_shape(decoded[k], v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_same_shape(d, v) for d, v in zip(decoded, value, strict=True))
+    return True
+
+
+def decode(raw: bytes | None) -> Any:
+    """The stored value, or _MISSING for an absent key or a tombstone."""
+    if raw is None or raw.startswith(b"\x00"):
+        return _MISSING
+    if raw[0] == _PICKLE_MARK:
+        return pickle.loads(raw)
+    return json.loads(raw)
+
+
+@dataclass
+class _Counters:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    hits: dict[str, int] = field(default_factory=dict)
+    misses: dict[str, int] = field(default_factory=dict)
+
+    def count(self, key: str, *, hit: bool) -> None:
+        namespace = namespace_of(key)
+        counts = self.hits if hit else self.misses
+        with self.lock:
+            counts[namespace] = counts.get(namespace, 0) + 1
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("Cache %s: %s", "hit" if hit else "miss", key)
+
+    def snapshot(self) -> dict[str, dict[str, float]]:
+        with self.lock:
+            hits, misses = dict(self.hits), dict(self.misses)
+        stats = {}
+        for namespace in sorted(set(hits) | set(misses)):
+            h, m = hits.get(namespace, 0), misses.get(namespace, 0)
+            stats[namespace] = {
+                "hits": h,
+                "misses": m,
+                "hit_rate": round(h / (h + m), 4) if h + m else 0.0,
+            }
+        return stats
+
+    def reset(self) -> None:
+        with self.lock:
+            self.hits.clear()
+            self.misses.clear()
+
+
+@dataclass
+class Fetched:
+    value: Any
+    hit: bool
+
+
+class CacheService:
+    """get / set / delete / reset, plus get_or_set with stampede protection."""
+
+    def __init__(self, alias: str = "default") -> None:
+        self.alias = alias
+        self.counters = _Counters()
+        self._state_lock = threading.Lock()
+        self._down_until = 0.0
+        self._last_error_log = -float("inf")
+        # Invalidations that failed, to replay: key -> (kind, sequence number).
+        self._pending: dict[str, tuple[str, int]] = {}
+        self._pending_seq = 0
+        self._replay_lock = threading.Lock()
+
+    # --- connection and breaker ------------------------------------------
+    def client(self) -> redis.Redis:
+        if time.monotonic() < self._down_until:
+            raise CacheUnavailable("cache breaker open")
+        client = caches[self.alias].client.get_client(write=True)
+        if self._pending:
+            # Other threads wait here too: nobody reads before the replay lands.
+            with self._replay_lock:
+                self._replay_pending(client)
+        return client
+
+    def _failed(self, exc: Exception) -> None:
+        now = time.monotonic()
+        with self._state_lock:
+            self._down_until = now + _setting("CACHE_RETRY_AFTER_SECONDS", 1.0)
+            interval = _setting("CACHE_ERROR_LOG_INTERVAL_SECONDS", 60.0)
+            should_log = now - self._last_error_log >= interval
+            if should_log:
+                self._last_error_log = now
+        if should_log:
+            logger.error(
+                "Cache Redis unavailable (%s: %s); reading from the database "
+                "(logged at most once every %ss)",
+                type(exc).__name__,
+                exc,
+                interval,
+            )
+
+    def _call(self, operation: Callable[[redis.Redis], R]) -> R:
+        try:
+            return operation(self.client())
+        except CacheUnavailable:
+            raise
+        except redis.exceptions.MaxConnectionsError as exc:
+            raise CacheBusy(str(exc)) from exc
+        except (redis.RedisError, OSError) as exc:
+            self._failed(exc)
+            raise CacheUnavailable(str(exc)) from exc
+
+    def reset_state(self) -> None:
+        """Close the breaker, drop pending invalidations and zero the counters
+        (this process only; Redis is untouched). For tests."""
+        with self._state_lock:
+            self._down_until = 0.0
+            self._last_error_log = -float("inf")
+            self._pending.clear()
+        self.counters.reset()
+
+    @property
+    def available(self) -> bool:
+        """False while the breaker is open (no Redis round trip)."""
+        return time.monotonic() >= self._down_until
+
+    def _replay_pending(self, client: redis.Redis) -> None:
+        with self._state_lock:
+            pending = dict(self._pending)
+        if not pending:
+            return
+        self._write_invalidations(client, {k: kind for k, (kind, _) in pending.items()})
+        with self._state_lock:
+            for key, entry in pending.items():
+                if self._pending.get(key) == entry:  # not failed again meanwhile
+                    del self._pending[key]
+
+    # --- plain operations ------------------------------------------------
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            value = decode(self._call(lambda c: c.get(key)))
+        except CacheUnavailable:
+            value = _MISSING
+        self.counters.count(key, hit=value is not _MISSING)
+        return default if value is _MISSING else value
+
+    def set(self, key: str, value: Any, ttl: int | str | None = None) -> bool:
+        data = encode(value)
+        try:
+            return bool(self._call(lambda c: c.set(key, data, ex=ttl_for(ttl))))
+        except CacheUnavailable:
+            return False
+
+    def delete(self, *keys: str) -> int:
+        if not keys:
+            return 0
+        try:
+            return self._call(lambda c: c.delete(*keys))
+        except CacheUnavailable:
+            self._remember({key: "delete" for key in keys})
+            return 0
+
+    def ttl(self, key: str) -> int | None:
+        """Seconds left on ``key`` (None if absent or the cache is down)."""
+        try:
+            seconds = self._call(lambda c: c.ttl(key))
+        except CacheUnavailable:
+            return None
+        return seconds if seconds >= 0 else None
+
+    def reset(self) -> None:
+        """Empty the cache's Redis DB, never the broker's (refuses if shared)."""
+        if (settings.REDIS_HOST, settings.REDIS_PORT, settings.REDIS_DB) == (
+            settings.REDIS_QUEUE_HOST,
+            settings.REDIS_QUEUE_PORT,
+            settings.REDIS_QUEUE_DB,
+        ):
+            raise RuntimeError("The cache shares the broker's Redis DB; not flushing.")
+        try:
+            self._call(lambda c: c.flushdb())
+        except CacheUnavailable:
+            pass
+        with self._state_lock:
+            self._pending.clear()
+        self.counters.reset()
+
+    # --- invalidation ----------------------------------------------------
+    def invalidate(self, *keys: str, versions: Iterable[str] = ()) -> None:
+        """Tombstone ``keys`` and give each version key a new random version.
+
+        Call after commit. A failure is remembered and replayed when Redis answers.
+        """
+        work = {key: "tombstone" for key in keys}
+        work.update({key: "version" for key in versions})
+        if not work:
+            return
+        try:
+            self._call(lambda c: self._write_invalidations(c, work))
+        except CacheUnavailable:
+            self._remember(work)
+
+    def _remember(self, work: dict[str, str]) -> None:
+        with self._state_lock:
+            for key, kind in work.items():
+                self._pending_seq += 1
+                self._pending[key] = (kind, self._pending_seq)
+
+    def _write_invalidations(self, client: redis.Redis, work: dict[str, str]) -> None:
+        if not work:
+            return
+        tombstone_ms = int(_setting("CACHE_TOMBSTONE_SECONDS", 60) * 1000)
+        pipe = client.pipeline(transaction=False)
+        for key, kind in work.items():
+            if kind == "version":
+                pipe.set(key, uuid.uuid4().hex)
+            elif kind == "tombstone":
+                # Unique, so a reader that saw an earlier tombstone cannot
+                # compare-and-set over this one.
+                tombstone = b"\x00invalidated:" + uuid.uuid4().hex.encode()
+                pipe.set(key, tombstone, px=tombstone_ms)
+            else:
+                pipe.delete(key)
+        pipe.execute()
+
+    # --- versioned values ------------------------------------------------
+    def get_versioned(self, key: str, version_key: str, default: Any = None) -> Any:
+        """The value of ``key`` if it was stored under ``version_key``'s version."""
+        try:
+            _, value, _ = self._read(key, version_key)
+        except CacheUnavailable:
+            value = _MISSING
+        self.counters.count(key, hit=value is not _MISSING)
+        return default if value is _MISSING else value
+
+    def set_versioned(
+        self, key: str, value: Any, ttl: int | str | None, *, version_key: str
+    ) -> bool:
+        """Store ``value`` tagged with the current version of ``version_key``.
+
+        Only for a value computed after that version was read; read-through
+        callers use fetch(), which reads the version before computing."""
+        try:
+            _, _, version = self._read(key, version_key)
+            data = encode({"version": version, "value": value})
+            return bool(self._call(lambda c: c.set(key, data, ex=ttl_for(ttl))))
+        except CacheUnavailable:
+            return False
+
+    # --- read-through with stampede protection ---------------------------
+    def get_or_set(
+        self,
+        key: str,
+        compute: Callable[[], Any],
+        ttl: int | str | None = None,
+        *,
+        version_key: str | None = None,
+    ) -> Any:
+        return self.fetch(key, compute, ttl, version_key=version_key).value
+
+    def fetch(
+        self,
+        key: str,
+        compute: Callable[[], Any],
+        ttl: int | str | None = None,
+        *,
+        version_key: str | None = None,
+    ) -> Fetched:
+        """The cached value of ``key``, computing and storing it on a miss.
+
+        With ``version_key``, a value counts only if it was stored under the
+        version that key holds now.
+        """
+        try:
+            raw, value, version = self._read(key, version_key)
+        except CacheUnavailable:
+            self.counters.count(key, hit=False)
+            return Fetched(compute(), hit=False)
+        if value is not _MISSING:
+            self.counters.count(key, hit=True)
+            return Fetched(value, hit=True)
+
+        lock_key = f"lock:{key}"
+        token = uuid.uuid4().hex
+        lock_ms = int(_setting("CACHE_LOCK_SECONDS", 10) * 1000)
+        deadline = time.monotonic() + lock_ms / 1000
+        while True:
+            try:
+                locked = self._call(
+                    lambda c: c.set(lock_key, token, nx=True, px=lock_ms)
+                )
+                if locked:
+                    # Double-check: the previous holder may have stored the
+                    # value since our last read.
+                    try:
+                        raw, value, version = self._read(key, version_key)
+                    except CacheUnavailable:
+                        self._unlock(lock_key, token)
+                        raise
+                    if value is not _MISSING:
+                        self._unlock(lock_key, token)
+                        self.counters.count(key, hit=True)
+                        return Fetched(value, hit=True)
+                    return self._compute_and_store(
+                        key, compute, ttl, raw, version, lock_key, token
+                    )
+                time.sleep(random.uniform(0.005, 0.02))
+                raw, value, version = self._read(key, version_key)
+                if value is not _MISSING:
+                    self.counters.count(key, hit=True)
+                    return Fetched(value, hit=True)
+            except CacheBusy:
+                time.sleep(random.uniform(0.005, 0.02))
+            except CacheUnavailable:
+                break
+            if time.monotonic() >= deadline:
+                break
+        self.counters.count(key, hit=False)
+        return Fetched(compute(), hit=False)
+
+    def _read(self, key: str, version_key: str | None) -> tuple[bytes | None, Any, Any]:
+        """(raw bytes, decoded value or _MISSING, current version)."""
+        if version_key is None:
+            raw = self._call(lambda c: c.get(key))
+            return raw, decode(raw), None
+        raw, current = self._call(lambda c: c.mget(key, version_key))
+        if current is None:
+            fresh = uuid.uuid4().hex.encode()
+            self._call(lambda c: c.set(version_key, fresh, nx=True))
+            current = self._call(lambda c: c.get(version_key)) or fresh
+        envelope = decode(raw)
+        current = current.decode()
+        if (
+            envelope is _MISSING
+            or not isinstance(envelope, dict)
+            or envelope.get("version") != current
+        ):
+            return raw, _MISSING, current
+        return raw, envelope["value"], current
+
+    def _compute_and_store(self, key, compute, ttl, raw, version, lock_key, token):
+        self.counters.count(key, hit=False)
+        try:
+            value = compute()
+            stored = value if version is None else {"version": version, "value": value}
+            data = encode(stored)
+            ttl_ms = ttl_for(ttl) * 1000
+            try:
+                self._call(lambda c: c.eval(_CAS_SET, 1, key, raw or b"", data, ttl_ms))
+            except CacheUnavailable:
+                pass
+            return Fetched(value, hit=False)
+        finally:
+            self._unlock(lock_key, token)
+
+    def _unlock(self, lock_key: str, token: str) -> None:
+        try:
+            self._call(lambda c: c.eval(_UNLOCK, 1, lock_key, token))
+        except CacheUnavailable:
+            pass
+
+
+cache_service = CacheService()
+
+
+def cache_stats() -> dict[str, dict[str, float]]:
+    """{namespace: {"hits", "misses", "hit_rate"}} for this process, no Redis call."""
+    return cache_service.counters.snapshot()
+
+
+# --- decorators in the spirit of the seed's @Cacheable / @CacheEvict ---------
+KeySpec = str | Callable[..., str]
+
+
+def _key_builder(func: Callable, spec: KeySpec) -> Callable[..., str]:
+    """A key from the call's arguments: a callable gets them as passed; a string
+    is formatted with them by name (``"salon:{salon_id}"``), static if no braces."""
+    if callable(spec):
+        return spec
+    signature = inspect.signature(func)
+
+    def build(*args, **kwargs) -> str:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        return spec.format(**bound.arguments)
+
+    return build
+
+
+def cacheable(
+    *, key: KeySpec, ttl: int | str | None = None
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Cache the function's result under ``key`` for ``ttl`` (seconds or a
+    setting's name). Works on functions and methods; keeps the signature."""
+
+    def decorate(func: Callable[P, R]) -> Callable[P, R]:
+        build = _key_builder(func, key)
+
+        @functools.wraps(func)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            return cache_service.get_or_set(
+                build(*args, **kwargs), lambda: func(*args, **kwargs), ttl
+            )
+
+        return wrapper
+
+    return decorate
+
+
+def cache_evict(
+    *, keys: KeySpec | list[KeySpec]
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Invalidate ``keys`` after the function returns and its transaction commits
+    (nothing when it raises or the transaction rolls back)."""
+    specs = keys if isinstance(keys, list) else [keys]
+
+    def decorate(func: Callable[P, R]) -> Callable[P, R]:
+        builders = [_key_builder(func, spec) for spec in specs]
+
+        @functools.wraps(func)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            result = func(*args, **kwargs)
+            names = [build(*args, **kwargs) for build in builders]
+            transaction.on_commit(lambda: cache_service.invalidate(*names))
+            return result
+
+        return wrapper
+
+    return decorate
