@@ -4,6 +4,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.password_validation import validate_password
 from django.core.cache import caches
 from django.db import transaction
+from drf_spectacular.utils import extend_schema
 from rest_framework import generics, permissions, serializers, status
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
@@ -70,6 +71,7 @@ class RegisterView(generics.GenericAPIView):
     throttle_classes = [AuthRateThrottle]
     serializer_class = RegisterSerializer
 
+    @extend_schema(responses={201: RegisteredSerializer})
     def post(self, request):
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
