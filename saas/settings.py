@@ -320,3 +320,11 @@ LOGGING = {
         "celery": {"level": LOG_LEVEL},
     },
 }
+
+# --- WhatsApp webhook inbox (issue 3) ----------------------------------------
+# Beat re-drives pending webhook events older than this (enqueue failed, or
+# the job died), at most this many per run.
+WHATSAPP_WEBHOOK_REDRIVE_AFTER_SECONDS = env.int(
+    "WHATSAPP_WEBHOOK_REDRIVE_AFTER_SECONDS", default=300
+)
+WHATSAPP_WEBHOOK_REDRIVE_BATCH = env.int("WHATSAPP_WEBHOOK_REDRIVE_BATCH", default=1000)

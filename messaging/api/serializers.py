@@ -34,6 +34,10 @@ class MessageSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class MessageCreateSerializer(serializers.Serializer):
+    text = serializers.CharField(max_length=4096, trim_whitespace=True)
+
+
 class TemplateSerializer(serializers.ModelSerializer):
     salon = SalonField()
 
