@@ -114,6 +114,16 @@ def conversation_for_customer(
 STATUS_BATCH_SIZE = 100
 
 
+#: One quick retry (a pooled connection gone stale after a broker restart), then
+#: give up: kombu's default policy would hold the webhook's answer for seconds.
+WEBHOOK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 1,
+    "interval_start": 0,
+    "interval_step": 0.05,
+    "interval_max": 0.05,
+}
+
+
 def _webhook_event_enqueue(event_id: int) -> None:
     """Publish the event's job. A broker outage is logged, not raised: the event
     is durable and stays pending until beat re-drives it."""
@@ -124,7 +134,8 @@ def _webhook_event_enqueue(event_id: int) -> None:
             webhook_event_process_task,
             kwargs={"event_id": event_id},
             priority=Priority.WEBHOOK,
-            retry=False,
+            retry=True,
+            retry_policy=WEBHOOK_PUBLISH_RETRY_POLICY,
         )
     except Exception as exc:  # kombu raises several unrelated types here
         logger.warning(

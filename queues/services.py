@@ -21,8 +21,8 @@ def job_enqueue(
 
     With ``on_commit`` the job is published after the surrounding transaction
     commits, so a worker never races the row it was sent for.
-    ``publish_options`` go to apply_async as they are (``retry=False`` fails
-    at once when the broker is down, for callers that keep a durable record).
+    ``publish_options`` go to apply_async as they are (a short ``retry_policy``
+    fails fast when the broker is down, for callers that keep a durable record).
     """
     options: dict[str, Any] = dict(publish_options)
     if priority is not None:
