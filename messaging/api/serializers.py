@@ -25,6 +25,7 @@ class MessageSerializer(serializers.ModelSerializer):
             "status",
             "error",
             "reply_to",
+            "reaction_to",
             "sent_at",
             "delivered_at",
             "read_at",

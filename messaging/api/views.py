@@ -121,13 +121,17 @@ def whatsapp_webhook(request):
             return _plain(request.GET.get("hub.challenge", ""), 200)
         return _plain("verification failed", 403)
 
+    limit = settings.WEBHOOK_MAX_BODY_BYTES
     try:
         length = int(request.META.get("CONTENT_LENGTH") or 0)
     except ValueError:
         return _plain("bad Content-Length", 400)
-    if length > settings.WEBHOOK_MAX_BODY_BYTES:
+    if length > limit:
         return _plain("body over 4 MiB", 413)
-    body = request.body
+    # Read at most one byte past the limit: a chunked body has no length.
+    body = request.read(limit + 1)
+    if len(body) > limit:
+        return _plain("body over 4 MiB", 413)
     if not signature_matches(
         body,
         request.headers.get("X-Hub-Signature-256"),

@@ -10,7 +10,7 @@ from django.db import connection, connections
 from django.test import Client
 from django.utils import timezone
 
-from messaging.models import Conversation, Message, WebhookEvent
+from messaging.models import Conversation, Message, OrphanStatus, WebhookEvent
 from tests.factories import ConversationFactory
 from tests.messaging.conftest import (
     FIXTURES,
@@ -405,3 +405,35 @@ def test_ten_thousand_statuses_in_one_body(salon, client, start_worker):
     # Applied in small jobs: no worker process grew anywhere near the body's
     # size times the number of statuses.
     assert _peak_rss_kib(worker.proc.pid) < 250 * 1024
+
+
+@pytest.mark.django_db(transaction=True)
+def test_status_before_its_message_is_retried_then_kept_as_orphan(salon, start_worker):
+    conversation = ConversationFactory(salon=salon, customer_wa_id="16505551234")
+    client = Client()
+    for wamid in ("wamid.LATE_ROW", "wamid.NEVER"):
+        body = status_body(wamid, ("delivered", 1781001203))
+        assert post_webhook(client, body).status_code == 200
+    worker = start_worker(WORKER_QUEUES, concurrency=2)
+    wait_until(lambda: "Retry in" in worker.log(), timeout=30, message="a retry")
+
+    # Our own outbound row commits after Meta's status arrived.
+    late = Message.objects.create(
+        salon=salon,
+        conversation=conversation,
+        wamid="wamid.LATE_ROW",
+        direction="out",
+        status="sent",
+        created_at=timezone.now(),
+    )
+    wait_until(
+        lambda: OrphanStatus.objects.filter(wamid="wamid.NEVER").exists(),
+        timeout=90,
+        message="orphan kept after the retries",
+    )
+    late.refresh_from_db()
+    assert late.status == "delivered" and late.delivered_at == at(1781001203)
+    assert not OrphanStatus.objects.filter(wamid="wamid.LATE_ROW").exists()
+    assert not Message.objects.filter(wamid="wamid.NEVER").exists()
+    orphan = OrphanStatus.objects.get()
+    assert (orphan.status, orphan.salon_id) == ("delivered", salon.pk)
