@@ -134,10 +134,18 @@ class Connections:
         self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
 
     async def request(self, raw: bytes) -> int:
-        if self.idle:
+        while self.idle:
+            # A kept-alive connection the server has closed fails before any
+            # byte comes back: retry on the next one (as real clients do).
             reader, writer = self.idle.pop()
-        else:
-            reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+            try:
+                return await self._exchange(reader, writer, raw)
+            except (ConnectionError, asyncio.IncompleteReadError):
+                continue
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        return await self._exchange(reader, writer, raw)
+
+    async def _exchange(self, reader, writer, raw: bytes) -> int:
         try:
             writer.write(raw)
             status_line = await reader.readline()
@@ -227,17 +235,16 @@ async def offer(port: int, requests: list[bytes], rate: float) -> dict:
     connections = Connections(port)
     latencies: list[float] = []
     errors: dict[str, int] = {}
-    ok = 0
+    acked: list[int] = []
 
-    async def one(raw: bytes, due: float) -> None:
-        nonlocal ok
+    async def one(index: int, raw: bytes, due: float) -> None:
         try:
             status = await asyncio.wait_for(connections.request(raw), timeout=30)
         except Exception as exc:
             errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
             return
         if status == 200:
-            ok += 1
+            acked.append(index)
             latencies.append(time.perf_counter() - due)
         else:
             errors[str(status)] = errors.get(str(status), 0) + 1
@@ -250,16 +257,17 @@ async def offer(port: int, requests: list[bytes], rate: float) -> dict:
         delay = due - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(loop.create_task(one(raw, due)))
+        tasks.append(loop.create_task(one(i, raw, due)))
     await asyncio.gather(*tasks)
     elapsed = time.perf_counter() - start
     for _, writer in connections.idle:
         writer.close()
     return {
         "offered": len(requests),
-        "ok": ok,
+        "ok": len(acked),
+        "acked": acked,
         "errors": errors,
-        "achieved_rate": ok / elapsed,
+        "achieved_rate": len(acked) / elapsed,
         "p50_ms": percentile(latencies, 50) * 1000,
         "p99_ms": percentile(latencies, 99) * 1000,
     }
@@ -288,13 +296,22 @@ Salon.objects.create(
 """
 
 
-def phase_outcome(db_url: str, prefix: str, acked: int) -> dict:
+def phase_outcome(db_url: str, prefix: str, acked: set[str]) -> dict:
+    """Lost: acknowledged but not stored. Duplicated: stored more than once
+    (the unique constraint should make it 0), or an event applied twice."""
     with psycopg.connect(db_url) as conn:
-        stored, distinct = conn.execute(
-            "SELECT count(*), count(DISTINCT wamid) FROM messaging_message "
-            "WHERE wamid LIKE %s",
-            (prefix + "%",),
-        ).fetchone()
+        wamids = [
+            row[0]
+            for row in conn.execute(
+                "SELECT wamid FROM messaging_message WHERE wamid LIKE %s",
+                (prefix + "%",),
+            )
+        ]
+        applied_twice = conn.execute(
+            "SELECT count(*) FROM messaging_webhookevent "
+            "WHERE body LIKE %s AND attempts > 1",
+            (f'%"{prefix}%',),
+        ).fetchone()[0]
         e2e = [
             row[0]
             for row in conn.execute(
@@ -305,9 +322,9 @@ def phase_outcome(db_url: str, prefix: str, acked: int) -> dict:
         ]
     e2e = [float(v) for v in e2e if v is not None]
     return {
-        "stored": stored,
-        "lost": acked - distinct,
-        "duplicated": stored - distinct,
+        "stored": len(wamids),
+        "lost": len(acked - set(wamids)),
+        "duplicated": len(wamids) - len(set(wamids)) + applied_twice,
         "e2e_p50_ms": percentile(e2e, 50) * 1000,
         "e2e_p95_ms": percentile(e2e, 95) * 1000,
     }
@@ -402,7 +419,8 @@ def main() -> int:
             ]
             hooks = asyncio.run(offer(web_port, bodies, rate))
             drain = wait_drained(db_url, args.drain_timeout)
-            outcome = phase_outcome(db_url, prefix, hooks["ok"])
+            acked = {f"{prefix}{i:06d}" for i in hooks.pop("acked")}
+            outcome = phase_outcome(db_url, prefix, acked)
             results.append(
                 {
                     "rate": rate,
@@ -411,6 +429,7 @@ def main() -> int:
                     "drain_s": drain,
                     **outcome,
                     "p99_ratio": hooks["p99_ms"] / floor["p99_ms"],
+                    "load_average": os.getloadavg(),
                 }
             )
             print_row(results[-1], header=len(results) == 1)
@@ -427,9 +446,9 @@ def print_row(r: dict, header: bool) -> None:
         print(
             "| offered/s | achieved/s | errors | ack p50 ms | ack p99 ms | "
             "healthz p99 ms | p99 ratio | e2e p50 ms | e2e p95 ms | drain s | "
-            "lost | dup |"
+            "lost | dup | load avg |"
         )
-        print("|" + "---|" * 12)
+        print("|" + "---|" * 13)
     hooks, floor = r["webhook"], r["healthz"]
     drain = "n/a" if r["drain_s"] is None else f"{r['drain_s']:.1f}"
     errors = sum(hooks["errors"].values())
@@ -437,7 +456,8 @@ def print_row(r: dict, header: bool) -> None:
         f"| {r['rate']} | {hooks['achieved_rate']:.0f} | {errors} | "
         f"{hooks['p50_ms']:.1f} | {hooks['p99_ms']:.1f} | {floor['p99_ms']:.1f} | "
         f"{r['p99_ratio']:.1f} | {r['e2e_p50_ms']:.0f} | {r['e2e_p95_ms']:.0f} | "
-        f"{drain} | {r['lost']} | {r['duplicated']} |",
+        f"{drain} | {r['lost']} | {r['duplicated']} | "
+        f"{r['load_average'][0]:.1f} |",
         flush=True,
     )
 

@@ -145,9 +145,12 @@ def _webhook_event_enqueue(event_id: int) -> None:
         )
 
 
-@transaction.atomic
 def webhook_event_receive(*, body: str) -> WebhookEvent:
-    """Store a verified webhook body and enqueue it after commit."""
+    """Store a verified webhook body and enqueue it after commit.
+
+    Not wrapped in atomic on purpose: one INSERT commits by itself, and the
+    BEGIN/COMMIT round trips would sit on the webhook's answer time.
+    """
     event = WebhookEvent.objects.create(received_at=timezone.now(), body=body)
     transaction.on_commit(lambda: _webhook_event_enqueue(event.pk))
     return event
@@ -435,10 +438,15 @@ def _inbound_messages_store(salon: Salon, value: dict, outcome: _PayloadOutcome)
         )
     if not rows:
         return
-    known = dict(
-        Message.objects.filter(salon=salon, wamid__in=referenced - {""}).values_list(
-            "wamid", "pk"
+    referenced.discard("")
+    known = (
+        dict(
+            Message.objects.filter(salon=salon, wamid__in=referenced).values_list(
+                "wamid", "pk"
+            )
         )
+        if referenced
+        else {}
     )
     for row in rows:
         row.reply_to_id = known.get(row.content.get("context", {}).get("id"))
