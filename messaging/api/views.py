@@ -142,7 +142,7 @@ def whatsapp_webhook(request):
         text = body.decode("utf-8")
         if not isinstance(json.loads(text), dict):
             raise ValueError("not a JSON object")
-    except ValueError:
+    except (ValueError, RecursionError):
         return _plain("body is not a JSON object", 400)
     try:
         services.webhook_event_receive(body=text)

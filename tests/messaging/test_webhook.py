@@ -111,7 +111,15 @@ def test_bad_signature_is_403_and_stores_nothing(client, salon, case):
 
 @pytest.mark.django_db
 @pytest.mark.parametrize(
-    "body", [b'{"object": "whatsapp_business_account", ', b"[1, 2]", b"\xff\xfe{}", b""]
+    "body",
+    [
+        b'{"object": "whatsapp_business_account", ',
+        b"[1, 2]",
+        b"\xff\xfe{}",
+        b"",
+        b'{"a": ' * 100_000 + b"1" + b"}" * 100_000,
+    ],
+    ids=["truncated", "array", "not utf-8", "empty", "nested 100k deep"],
 )
 def test_signed_body_that_is_not_a_json_object_is_400(client, salon, body):
     response = post_webhook(client, body)
