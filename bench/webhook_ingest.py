@@ -85,6 +85,21 @@ class Product:
                 start_new_session=True,
             )
 
+    def cpu_seconds(self, name: str) -> float:
+        """User+system CPU of every live process in that entry's process group
+        (gunicorn's workers, a celery worker's pool), from /proc."""
+        pgid = self.procs[name].pid
+        tick = os.sysconf("SC_CLK_TCK")
+        total = 0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid:  # field 5: pgrp
+                total += int(fields[11]) + int(fields[12])  # utime, stime
+        return total / tick
+
     def log(self, name: str) -> str:
         return (self.logdir / f"{name}.log").read_text(errors="replace")
 
@@ -409,16 +424,25 @@ def main() -> int:
         wait_drained(db_url, args.drain_timeout)
         for rate in rates:
             count = int(rate * args.duration)
+            web_cpu = product.cpu_seconds("web")
             floor = asyncio.run(
                 offer(web_port, [healthz_request(web_port)] * count, rate)
             )
+            floor.pop("acked")
+            floor["web_cpu_ms"] = (product.cpu_seconds("web") - web_cpu) / count * 1e3
+            web_cpu = product.cpu_seconds("web")
+            worker_cpu = product.cpu_seconds("webhook")
             prefix = f"wamid.BENCH.{rate}."
             bodies = [
                 webhook_request(web_port, webhook_body(f"{prefix}{i:06d}", i % 500))
                 for i in range(count)
             ]
             hooks = asyncio.run(offer(web_port, bodies, rate))
+            hooks["web_cpu_ms"] = (product.cpu_seconds("web") - web_cpu) / count * 1e3
             drain = wait_drained(db_url, args.drain_timeout)
+            hooks["worker_cpu_ms"] = (
+                (product.cpu_seconds("webhook") - worker_cpu) / count * 1e3
+            )
             acked = {f"{prefix}{i:06d}" for i in hooks.pop("acked")}
             outcome = phase_outcome(db_url, prefix, acked)
             results.append(
@@ -446,9 +470,10 @@ def print_row(r: dict, header: bool) -> None:
         print(
             "| offered/s | achieved/s | errors | ack p50 ms | ack p99 ms | "
             "healthz p99 ms | p99 ratio | e2e p50 ms | e2e p95 ms | drain s | "
-            "lost | dup | load avg |"
+            "lost | dup | web CPU ms/req (webhook / healthz) | "
+            "worker CPU ms/event | load avg |"
         )
-        print("|" + "---|" * 13)
+        print("|" + "---|" * 15)
     hooks, floor = r["webhook"], r["healthz"]
     drain = "n/a" if r["drain_s"] is None else f"{r['drain_s']:.1f}"
     errors = sum(hooks["errors"].values())
@@ -457,7 +482,8 @@ def print_row(r: dict, header: bool) -> None:
         f"{hooks['p50_ms']:.1f} | {hooks['p99_ms']:.1f} | {floor['p99_ms']:.1f} | "
         f"{r['p99_ratio']:.1f} | {r['e2e_p50_ms']:.0f} | {r['e2e_p95_ms']:.0f} | "
         f"{drain} | {r['lost']} | {r['duplicated']} | "
-        f"{r['load_average'][0]:.1f} |",
+        f"{hooks['web_cpu_ms']:.2f} / {floor['web_cpu_ms']:.2f} | "
+        f"{hooks['worker_cpu_ms']:.1f} | {r['load_average'][0]:.1f} |",
         flush=True,
     )
 
