@@ -12,6 +12,7 @@ from django.db import IntegrityError, InterfaceError, OperationalError, transact
 from django.db.models import F, Q, Value
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
+from kombu.exceptions import OperationalError as BrokerError
 
 from bookings.models import Salon
 from messaging.models import (
@@ -182,8 +183,9 @@ def webhook_event_process(*, event_id: int) -> WebhookEvent | None:
     statuses out. Idempotent: a processed event is left alone, and a message
     already stored (Meta's duplicate deliveries) is not stored twice.
 
-    A database error leaves the event pending and raises RetryableJobError;
-    any other error marks it failed with the error, its body kept.
+    A database or broker error leaves the event pending and raises
+    RetryableJobError; any other error (a bug) marks it failed with the
+    error, its body kept for a replay.
     """
     try:
         with transaction.atomic():
@@ -212,8 +214,10 @@ def webhook_event_process(*, event_id: int) -> WebhookEvent | None:
             for salon_id, statuses in outcome.statuses.items():
                 _message_statuses_enqueue(salon_id, statuses)
             return event
-    except (OperationalError, InterfaceError) as exc:
-        raise RetryableJobError(f"webhook event {event_id}: {exc}") from exc
+    except (OperationalError, InterfaceError, BrokerError) as exc:
+        # The database or the broker (fanning statuses out) is away: the
+        # transaction rolled back, so the event is still pending; retry.
+        raise RetryableJobError(f"webhook event {event_id}: {exc!r}") from exc
     except Exception as exc:
         logger.exception("Webhook event %s failed", event_id)
         WebhookEvent.objects.filter(

@@ -445,3 +445,41 @@ def test_status_before_its_message_is_retried_then_kept_as_orphan(salon, start_w
     assert not Message.objects.filter(wamid="wamid.NEVER").exists()
     orphan = OrphanStatus.objects.get()
     assert (orphan.status, orphan.salon_id) == ("delivered", salon.pk)
+
+
+BROKER_AWAY_SCRIPT = """
+import django, sys
+django.setup()
+import saas.celery
+from messaging import services
+from queues.definitions import RetryableJobError
+try:
+    services.webhook_event_process(event_id=int(sys.argv[1]))
+except RetryableJobError as exc:
+    print("retryable", exc)
+"""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_broker_lost_while_fanning_out_keeps_the_event_pending(
+    salon, outbound, subprocess_env
+):
+    import subprocess
+    import sys
+
+    body = fixture_bytes("09_messages_and_statuses_combined.json")
+    assert post_webhook(Client(), body).status_code == 200
+    event = WebhookEvent.objects.get()
+    env = {**subprocess_env, "REDIS_QUEUE_PORT": str(free_port())}  # nobody there
+    run = subprocess.run(
+        [sys.executable, "-c", BROKER_AWAY_SCRIPT, str(event.pk)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "retryable" in run.stdout, run.stderr[-3000:]
+    event.refresh_from_db()
+    assert (event.status, event.attempts) == ("pending", 0)
+    # Rolled back with it: the message of the same body is not half-stored.
+    assert not Message.objects.filter(direction="in").exists()
