@@ -198,8 +198,9 @@ class CloudApiBackend:
         except ValueError:
             answer = None
         if response.is_success and isinstance(answer, dict):
-            messages = answer.get("messages") or [{}]
-            wamid = messages[0].get("id") if isinstance(messages[0], dict) else None
+            messages = answer.get("messages")
+            first = messages[0] if isinstance(messages, list) and messages else {}
+            wamid = first.get("id") if isinstance(first, dict) else None
             if wamid:
                 return SendResult(wamid=wamid, response=answer)
         raise classify_graph_error(answer, http_status=response.status_code)
