@@ -11,7 +11,11 @@ from saas.redis import queue_redis
 from tests.messaging.conftest import post_webhook, text_body
 from tests.utils import wait_until
 
-pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.timeout(600),
+]
 
 EVENTS = 1000
 VISIBILITY_TIMEOUT = 5
@@ -56,8 +60,21 @@ def test_killed_worker_loses_and_duplicates_nothing(salon, start_worker):
         timeout=VISIBILITY_TIMEOUT + 5,
         message="in-flight jobs past the visibility timeout",
     )
-    start_worker("whatsapp:webhook", concurrency=4, env=env, name="restarted")
-    wait_until(lambda: processed() == EVENTS, timeout=180, message="all processed")
+    restarted = start_worker(
+        "whatsapp:webhook", concurrency=4, env=env, name="restarted"
+    )
+    try:
+        wait_until(lambda: processed() == EVENTS, timeout=400, message="all processed")
+    except AssertionError as exc:
+        broker = queue_redis()
+        raise AssertionError(
+            f"{exc}; at kill: {done_at_kill} processed, {len(in_flight)} in flight; "
+            f"now: {processed()} processed, "
+            f"{WebhookEvent.objects.filter(status='pending').count()} pending, "
+            f"{broker.zcard('unacked_index')} unacked, "
+            f"queued {[broker.llen(k) for k in broker.keys('whatsapp:webhook*')]}"
+            f"\n{restarted.log()[-3000:]}"
+        ) from None
 
     assert Message.objects.count() == EVENTS
     assert set(Message.objects.values_list("wamid", flat=True)) == set(wamids)
