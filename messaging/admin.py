@@ -1,6 +1,12 @@
 from django.contrib import admin
 
-from messaging.models import Conversation, Message, MessageTemplate
+from messaging.models import (
+    Conversation,
+    Message,
+    MessageTemplate,
+    OrphanStatus,
+    WebhookEvent,
+)
 
 
 class MessageInline(admin.TabularInline):
@@ -56,3 +62,38 @@ class MessageTemplateAdmin(admin.ModelAdmin):
     list_filter = ("status", "category", "language")
     search_fields = ("name", "body", "salon__name")
     raw_id_fields = ("salon",)
+
+
+@admin.register(WebhookEvent)
+class WebhookEventAdmin(admin.ModelAdmin):
+    """The inbox, for operators: what Meta sent and what became of it."""
+
+    list_display = ("id", "received_at", "status", "attempts", "short_error")
+    list_filter = ("status",)
+    search_fields = ("body", "last_error")
+    date_hierarchy = "received_at"
+    readonly_fields = (
+        "received_at",
+        "body",
+        "status",
+        "attempts",
+        "last_error",
+        "processed_at",
+        "redriven_at",
+    )
+
+    @admin.display(description="last error")
+    def short_error(self, obj: WebhookEvent) -> str:
+        return obj.last_error[:80]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+
+@admin.register(OrphanStatus)
+class OrphanStatusAdmin(admin.ModelAdmin):
+    list_display = ("wamid", "status", "timestamp", "salon", "created_at")
+    list_filter = ("status",)
+    search_fields = ("wamid",)
+    raw_id_fields = ("salon",)
+    readonly_fields = ("salon", "wamid", "status", "timestamp", "payload", "created_at")

@@ -67,6 +67,14 @@ class Message(models.Model):
     reply_to = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="replies"
     )
+    reaction_to = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="reactions",
+        help_text="For a reaction: the message it reacts to.",
+    )
     sent_at = models.DateTimeField(null=True, blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
     read_at = models.DateTimeField(null=True, blank=True)
@@ -117,3 +125,66 @@ class MessageTemplate(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.language})"
+
+
+class WebhookEvent(models.Model):
+    """Meta's webhook bodies, stored before they are acknowledged (the inbox).
+
+    An event is never lost: one whose enqueue failed, or whose job died, stays
+    pending and is re-driven by beat.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        PROCESSED = "processed"
+        IGNORED = "ignored"
+        FAILED = "failed"
+
+    received_at = models.DateTimeField(db_index=True)
+    body = models.TextField(help_text="The raw body, exactly as signed by Meta.")
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.PENDING
+    )
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+    redriven_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["received_at"]
+        indexes = [
+            models.Index(
+                fields=["received_at"],
+                condition=models.Q(status="pending"),
+                name="webhookevent_pending_idx",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"webhook {self.pk} {self.status} ({self.received_at:%Y-%m-%d %H:%M:%S})"
+
+
+class OrphanStatus(models.Model):
+    """A delivery status for a wamid we never stored; kept, never turned into an
+    invented message. Applied if the message shows up later."""
+
+    salon = models.ForeignKey(
+        Salon, on_delete=models.CASCADE, related_name="orphan_statuses"
+    )
+    wamid = models.CharField(max_length=255, db_index=True)
+    status = models.CharField(max_length=16)
+    timestamp = models.DateTimeField(null=True, blank=True)
+    payload = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["wamid", "status"], name="uniq_orphan_status"
+            )
+        ]
+        verbose_name_plural = "orphan statuses"
+
+    def __str__(self) -> str:
+        return f"{self.status} for {self.wamid}"

@@ -6,15 +6,28 @@ Callers use ``whatsapp_client()`` and handle WhatsAppError: ``retryable``
 says whether a retry with backoff can help (decided by Meta's error code).
 """
 
+import hashlib
+import hmac
 import logging
 import uuid
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, Protocol
 
+import httpx
 from django.conf import settings
 
 logger = logging.getLogger(__name__)
+
+
+def signature_matches(body: bytes, header: str | None, secret: str) -> bool:
+    """X-Hub-Signature-256 is "sha256=" + HMAC-SHA256(raw body, app secret),
+    compared in constant time."""
+    if not header or not secret or not header.startswith("sha256="):
+        return False
+    expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    given = header.removeprefix("sha256=").strip().lower()
+    return hmac.compare_digest(expected.encode(), given.encode("utf-8", "replace"))
 
 
 @dataclass(frozen=True)
@@ -96,8 +109,148 @@ class ConsoleBackend:
         )
 
 
+#: Meta error codes a later attempt can get through: throughput and pair rate
+#: limits, spam rate limit, transient service errors.
+RETRYABLE_CODES = frozenset(
+    {1, 2, 4, 80007, 130429, 131000, 131016, 131048, 131056, 133004}
+)
+TOKEN_EXPIRED = 190
+
+
+def classify_graph_error(payload: Any, *, http_status: int) -> WhatsAppError:
+    """A WhatsAppError from a Graph API answer, retryable by Meta's error code.
+
+    Codes not known to be transient (131047 outside the 24 h window, 131026
+    undeliverable, 131050/131051, the 132xxx template errors, 190 token
+    expired...) fail the message without a retry. An answer that is not a
+    Graph error envelope (a proxy's 502 page) says nothing definite and is
+    retried.
+    """
+    error = payload.get("error") if isinstance(payload, dict) else None
+    if not isinstance(error, dict) or not isinstance(error.get("code"), int):
+        return WhatsAppError(
+            f"Graph API answered HTTP {http_status} without an error code",
+            title=f"HTTP {http_status}",
+            retryable=True,
+        )
+    code = error["code"]
+    error_data = error.get("error_data") or {}
+    details = error_data.get("details", "") if isinstance(error_data, dict) else ""
+    exc = WhatsAppError(
+        error.get("message") or f"Graph API error {code}",
+        code=code,
+        title=error.get("message", ""),
+        details=details,
+        retryable=code in RETRYABLE_CODES,
+    )
+    if code == TOKEN_EXPIRED:
+        logger.error(
+            "WhatsApp access token rejected (code 190: %s). Replace "
+            "WHATSAPP_ACCESS_TOKEN; every send fails until then.",
+            exc,
+        )
+    return exc
+
+
+class CloudApiBackend:
+    """Meta's Cloud API over httpx: POST {base}/{phone_number_id}/messages."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str | None = None,
+        access_token: str | None = None,
+        timeout: float | None = None,
+    ):
+        self._base_url = base_url
+        self._access_token = access_token
+        self._timeout = timeout
+        self._http: httpx.Client | None = None
+
+    @property
+    def http(self) -> httpx.Client:
+        # Created on first use, so each prefork child gets its own pool.
+        if self._http is None:
+            timeout = self._timeout or settings.WHATSAPP_HTTP_TIMEOUT_SECONDS
+            self._http = httpx.Client(
+                timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
+                limits=httpx.Limits(max_connections=20, max_keepalive_connections=5),
+            )
+        return self._http
+
+    def _post(self, phone_number_id: str, payload: dict[str, Any]) -> SendResult:
+        base = (self._base_url or settings.WHATSAPP_API_BASE_URL).rstrip("/")
+        token = self._access_token or settings.WHATSAPP_ACCESS_TOKEN
+        try:
+            response = self.http.post(
+                f"{base}/{phone_number_id}/messages",
+                json=payload,
+                headers={"Authorization": f"Bearer {token}"},
+            )
+        except httpx.HTTPError as exc:
+            raise WhatsAppError(
+                f"Graph API unreachable: {exc!r}",
+                title="network error",
+                retryable=True,
+            ) from exc
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = None
+        if response.is_success and isinstance(answer, dict):
+            messages = answer.get("messages")
+            first = messages[0] if isinstance(messages, list) and messages else {}
+            wamid = first.get("id") if isinstance(first, dict) else None
+            if wamid:
+                return SendResult(wamid=wamid, response=answer)
+        raise classify_graph_error(answer, http_status=response.status_code)
+
+    def send_text(
+        self, *, phone_number_id: str, to: str, body: str, reply_to_wamid: str = ""
+    ) -> SendResult:
+        payload: dict[str, Any] = {
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "to": to,
+            "type": "text",
+            "text": {"preview_url": False, "body": body},
+        }
+        if reply_to_wamid:
+            payload["context"] = {"message_id": reply_to_wamid}
+        return self._post(phone_number_id, payload)
+
+    def send_template(
+        self,
+        *,
+        phone_number_id: str,
+        to: str,
+        name: str,
+        language: str,
+        parameters: list[str],
+    ) -> SendResult:
+        template: dict[str, Any] = {"name": name, "language": {"code": language}}
+        if parameters:
+            template["components"] = [
+                {
+                    "type": "body",
+                    "parameters": [
+                        {"type": "text", "text": str(value)} for value in parameters
+                    ],
+                }
+            ]
+        payload = {
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "to": to,
+            "type": "template",
+            "template": template,
+        }
+        return self._post(phone_number_id, payload)
+
+
 BACKENDS: dict[str, str] = {
     "console": "messaging.whatsapp.ConsoleBackend",
+    "cloud_api": "messaging.whatsapp.CloudApiBackend",
 }
 
 

@@ -15,13 +15,16 @@ def job_enqueue(
     priority: int | None = None,
     queue: QueueSpec | None = None,
     on_commit: bool = False,
+    **publish_options: Any,
 ):
     """Publish ``task`` with a priority on the seed's scale (10 = most urgent).
 
     With ``on_commit`` the job is published after the surrounding transaction
     commits, so a worker never races the row it was sent for.
+    ``publish_options`` go to apply_async as they are (a short ``retry_policy``
+    fails fast when the broker is down, for callers that keep a durable record).
     """
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = dict(publish_options)
     if priority is not None:
         options["priority"] = celery_priority(priority)
     if queue is not None:

@@ -339,3 +339,11 @@ CACHE_LOCK_SECONDS = env.float("CACHE_LOCK_SECONDS", default=10.0)
 # An invalidated key holds a tombstone this long, so a reader that computed
 # before the write cannot store its stale value.
 CACHE_TOMBSTONE_SECONDS = env.float("CACHE_TOMBSTONE_SECONDS", default=60.0)
+
+# --- WhatsApp webhook inbox (issue 3) ----------------------------------------
+# Beat re-drives pending webhook events older than this (enqueue failed, or
+# the job died), at most this many per run.
+WHATSAPP_WEBHOOK_REDRIVE_AFTER_SECONDS = env.int(
+    "WHATSAPP_WEBHOOK_REDRIVE_AFTER_SECONDS", default=300
+)
+WHATSAPP_WEBHOOK_REDRIVE_BATCH = env.int("WHATSAPP_WEBHOOK_REDRIVE_BATCH", default=1000)

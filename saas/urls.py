@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from messaging.api.views import whatsapp_webhook
 from saas.api.auth import (
     RegisterView,
     ThrottledTokenObtainPairView,
@@ -27,4 +28,5 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("api/", include(api_patterns)),
     path("admin/", admin.site.urls),
+    path("webhooks/whatsapp/", whatsapp_webhook, name="whatsapp-webhook"),
 ]

@@ -58,6 +58,7 @@ def object_requests(v):
         ("post", f"/api/bookings/{b}/cancel/", None),
         ("get", f"/api/conversations/{c}/", None),
         ("get", f"/api/conversations/{c}/messages/", None),
+        ("post", f"/api/conversations/{c}/messages/", {"text": "hi"}),
         ("get", f"/api/messages/{m}/", None),
         ("get", f"/api/templates/{t}/", None),
         ("put", f"/api/templates/{t}/", body),

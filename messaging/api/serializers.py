@@ -25,6 +25,7 @@ class MessageSerializer(serializers.ModelSerializer):
             "status",
             "error",
             "reply_to",
+            "reaction_to",
             "sent_at",
             "delivered_at",
             "read_at",
@@ -32,6 +33,10 @@ class MessageSerializer(serializers.ModelSerializer):
             "created_at",
         ]
         read_only_fields = fields
+
+
+class MessageCreateSerializer(serializers.Serializer):
+    text = serializers.CharField(max_length=4096, trim_whitespace=True)
 
 
 class TemplateSerializer(serializers.ModelSerializer):

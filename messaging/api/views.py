@@ -1,15 +1,29 @@
+import json
+import logging
+import secrets
+
+from django.conf import settings
+from django.db import DatabaseError
+from django.http import HttpResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_http_methods
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
-from rest_framework import mixins, viewsets
+from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.response import Response
 
 from messaging import selectors, services
 from messaging.api.serializers import (
     ConversationSerializer,
+    MessageCreateSerializer,
     MessageSerializer,
     TemplateSerializer,
     TemplateUpdateSerializer,
 )
+from messaging.whatsapp import signature_matches
 from saas.api.params import uuid_query_param
+
+logger = logging.getLogger(__name__)
 
 SALON_FILTER = OpenApiParameter("salon", str, description="Only this salon (UUID).")
 
@@ -26,9 +40,25 @@ class ConversationViewSet(viewsets.ReadOnlyModelViewSet):
         return selectors.conversation_list(user=self.request.user, salon_id=salon_id)
 
     @extend_schema(responses=MessageSerializer(many=True))
-    @action(detail=True, methods=["get"], serializer_class=MessageSerializer)
+    @extend_schema(
+        methods=["POST"],
+        request=MessageCreateSerializer,
+        responses={202: MessageSerializer},
+        description="Queue a free-text reply, sent on whatsapp:outbound. Refused "
+        "(400) outside WhatsApp's 24-hour customer-service window.",
+    )
+    @action(detail=True, methods=["get", "post"], serializer_class=MessageSerializer)
     def messages(self, request, pk=None):
         conversation = self.get_object()
+        if request.method == "POST":
+            serializer = MessageCreateSerializer(data=request.data)
+            serializer.is_valid(raise_exception=True)
+            message = services.message_send_text(
+                conversation=conversation, text=serializer.validated_data["text"]
+            )
+            return Response(
+                MessageSerializer(message).data, status=status.HTTP_202_ACCEPTED
+            )
         messages = selectors.message_list(
             user=request.user, conversation_id=conversation.pk
         )
@@ -69,3 +99,54 @@ class TemplateViewSet(viewsets.ModelViewSet):
 
     def perform_destroy(self, instance):
         services.template_delete(template=instance)
+
+
+def _plain(text: str, status_code: int) -> HttpResponse:
+    return HttpResponse(text, status=status_code, content_type="text/plain")
+
+
+@csrf_exempt
+@require_http_methods(["GET", "POST"])
+def whatsapp_webhook(request):
+    """Meta's webhook: GET is the verification handshake; POST is verified,
+    stored and acknowledged at once (processing happens on whatsapp:webhook)."""
+    if request.method == "GET":
+        token = request.GET.get("hub.verify_token", "")
+        expected = settings.WHATSAPP_VERIFY_TOKEN
+        if (
+            request.GET.get("hub.mode") == "subscribe"
+            and expected
+            and secrets.compare_digest(token.encode(), expected.encode())
+        ):
+            return _plain(request.GET.get("hub.challenge", ""), 200)
+        return _plain("verification failed", 403)
+
+    limit = settings.WEBHOOK_MAX_BODY_BYTES
+    try:
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return _plain("bad Content-Length", 400)
+    if length > limit:
+        return _plain("body over 4 MiB", 413)
+    # Read at most one byte past the limit: a chunked body has no length.
+    body = request.read(limit + 1)
+    if len(body) > limit:
+        return _plain("body over 4 MiB", 413)
+    if not signature_matches(
+        body,
+        request.headers.get("X-Hub-Signature-256"),
+        settings.WHATSAPP_APP_SECRET,
+    ):
+        return _plain("invalid signature", 403)
+    try:
+        text = body.decode("utf-8")
+        if not isinstance(json.loads(text), dict):
+            raise ValueError("not a JSON object")
+    except (ValueError, RecursionError):
+        return _plain("body is not a JSON object", 400)
+    try:
+        services.webhook_event_receive(body=text)
+    except DatabaseError:
+        logger.exception("Webhook not stored; answering 503 so Meta retries")
+        return _plain("storage unavailable, retry later", 503)
+    return _plain("EVENT_RECEIVED", 200)

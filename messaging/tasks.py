@@ -1,0 +1,57 @@
+"""Thin jobs for the WhatsApp queues: ids and plain JSON in, one service call."""
+
+from datetime import timedelta
+
+from celery import shared_task
+from django.conf import settings
+
+from messaging import services
+from queues.definitions import MESSAGE_STATUS, OUTBOUND, WEBHOOK, queue_task_options
+
+
+@shared_task(
+    name="messaging.webhook_event_process", bind=True, **queue_task_options(WEBHOOK)
+)
+def webhook_event_process_task(self, event_id: int) -> None:
+    services.webhook_event_process(event_id=event_id)
+
+
+@shared_task(name="messaging.webhook_events_redrive", **queue_task_options(WEBHOOK))
+def webhook_events_redrive_task() -> int:
+    """Beat, every minute: pending events nobody is working on go back in."""
+    return len(
+        services.webhook_events_redrive(
+            older_than=timedelta(
+                seconds=settings.WHATSAPP_WEBHOOK_REDRIVE_AFTER_SECONDS
+            ),
+            limit=settings.WHATSAPP_WEBHOOK_REDRIVE_BATCH,
+        )
+    )
+
+
+@shared_task(
+    name="messaging.message_statuses_apply",
+    bind=True,
+    **queue_task_options(MESSAGE_STATUS),
+)
+def message_statuses_apply_task(self, salon_id: str, statuses: list[dict]) -> None:
+    """A status can outrun the commit of our own outbound row: unknown wamids
+    are retried with backoff, then kept as orphan statuses."""
+    missing = services.message_statuses_apply(salon_id=salon_id, statuses=statuses)
+    if not missing:
+        return
+    if self.request.retries < self.max_retries:
+        raise self.retry(
+            kwargs={"salon_id": salon_id, "statuses": missing},
+            countdown=MESSAGE_STATUS.retry_delay(self.request.retries),
+        )
+    services.orphan_statuses_store(salon_id=salon_id, statuses=missing)
+
+
+@shared_task(
+    name="messaging.message_outbound_send", bind=True, **queue_task_options(OUTBOUND)
+)
+def message_outbound_send_task(self, message_id: str) -> None:
+    services.message_outbound_deliver(
+        message_id=message_id, final_attempt=self.request.retries >= self.max_retries
+    )
