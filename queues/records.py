@@ -1,0 +1,269 @@
+"""Job records: one Redis hash per job on the queue DB, indexed per queue and state.
+
+Why Redis and not PostgreSQL: a record is written three times per job (published,
+started, finished) from every worker process; one EVALSHA on the broker's Redis
+costs a fraction of a no-op task, while a PostgreSQL transaction per transition
+would cost more than the task itself (see docs/PERFORMANCE.md).
+
+Layout (all on REDIS_QUEUE_DB, next to the broker's own lists):
+
+- ``jobs:j:{id}``            hash: the record (fields in RECORD_FIELDS)
+- ``jobs:log:{id}``          list: log lines the job wrote (last LOG_LINES_MAX)
+- ``jobs:q:{queue}:{state}`` sorted set of job ids, scored by the time the job
+  entered that state; ZCARD gives the counts in O(1)
+- ``jobs:m:{queue}:{outcome}:{minute}`` completed/failed per minute, kept 2 h
+- ``jobs:dur:{queue}``       hash: job duration histogram (bucket -> count)
+
+Retention (DESIGN.md) is enforced by the same script that records a finished
+job: completed 24 h / 1,000 per queue, failed 7 days / 5,000 per queue.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from functools import cache
+from typing import Any
+
+from django.conf import settings
+
+from saas.redis import queue_redis
+
+PREFIX = "jobs"
+WAITING = "waiting"
+DELAYED = "delayed"
+ACTIVE = "active"
+COMPLETED = "completed"
+FAILED = "failed"
+STATES = (WAITING, DELAYED, ACTIVE, COMPLETED, FAILED)
+FINISHED_STATES = (COMPLETED, FAILED)
+
+RECORD_FIELDS = (
+    "id",
+    "queue",
+    "task",
+    "priority",
+    "args",
+    "kwargs",
+    "salon",
+    "state",
+    "attempts",
+    "progress",
+    "error",
+    "traceback",
+    "worker",
+    "enqueued_at",
+    "eta",
+    "started_at",
+    "finished_at",
+    "truncated",
+)
+
+LOG_LINES_MAX = 200
+DATA_MAX_CHARS = 256 * 1024
+MINUTE_KEY_TTL = 2 * 3600
+#: Upper bounds (seconds) of the job duration histogram.
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+def retention(state: str) -> tuple[int, int]:
+    """(seconds, max records per queue) kept for a finished state."""
+    if state == COMPLETED:
+        return settings.QUEUE_COMPLETED_RETENTION_SECONDS, (
+            settings.QUEUE_COMPLETED_RETENTION_COUNT
+        )
+    if state == FAILED:
+        return settings.QUEUE_FAILED_RETENTION_SECONDS, (
+            settings.QUEUE_FAILED_RETENTION_COUNT
+        )
+    return 0, 0
+
+
+def job_key(job_id: str) -> str:
+    return f"{PREFIX}:j:{job_id}"
+
+
+def log_key(job_id: str) -> str:
+    return f"{PREFIX}:log:{job_id}"
+
+
+def state_key(queue: str, state: str) -> str:
+    return f"{PREFIX}:q:{queue}:{state}"
+
+
+def minute_key(queue: str, outcome: str, minute: int) -> str:
+    return f"{PREFIX}:m:{queue}:{outcome}:{minute}"
+
+
+def duration_key(queue: str) -> str:
+    return f"{PREFIX}:dur:{queue}"
+
+
+def duration_bucket(seconds: float) -> str:
+    for bound in DURATION_BUCKETS:
+        if seconds <= bound:
+            return repr(float(bound))
+    return "+Inf"
+
+
+# KEYS: 1 record, 2 log list, 3..7 state sets (STATES order), 8 minute counter,
+#       9 duration histogram
+# ARGV: 1 id, 2 target state index (1..5; 0 keeps the state), 3 now, 4 ttl (0 = keep), 5 max kept,
+#       6 count attempt (0/1), 7 duration bucket ('' = none), 8 duration,
+#       9 key prefix, 10 n log lines, then the lines, then field/value pairs
+_TRANSITION = """
+local id = ARGV[1]
+local target = tonumber(ARGV[2])
+local now = tonumber(ARGV[3])
+local ttl = tonumber(ARGV[4])
+local maxn = tonumber(ARGV[5])
+local prefix = ARGV[9]
+local nlog = tonumber(ARGV[10])
+local first_field = 11 + nlog
+if #ARGV >= first_field then
+  redis.call('HSET', KEYS[1], unpack(ARGV, first_field))
+end
+if ARGV[6] == '1' then redis.call('HINCRBY', KEYS[1], 'attempts', 1) end
+if nlog > 0 then
+  redis.call('RPUSH', KEYS[2], unpack(ARGV, 11, 10 + nlog))
+  redis.call('LTRIM', KEYS[2], -tonumber(%(log_max)d), -1)
+end
+if target > 0 then
+  for i = 1, 5 do
+    if i == target then
+      redis.call('ZADD', KEYS[2 + i], now, id)
+    else
+      redis.call('ZREM', KEYS[2 + i], id)
+    end
+  end
+  if ttl > 0 then
+    redis.call('EXPIRE', KEYS[1], ttl)
+    redis.call('EXPIRE', KEYS[2], ttl)
+    redis.call('INCR', KEYS[8])
+    redis.call('EXPIRE', KEYS[8], %(minute_ttl)d)
+    local set = KEYS[2 + target]
+    local old = redis.call('ZRANGEBYSCORE', set, '-inf', now - ttl, 'LIMIT', 0, 500)
+    local excess = redis.call('ZCARD', set) - maxn
+    if excess > 0 then
+      for _, j in ipairs(redis.call('ZRANGE', set, 0, excess - 1)) do
+        table.insert(old, j)
+      end
+    end
+    for _, j in ipairs(old) do
+      redis.call('DEL', prefix .. ':j:' .. j, prefix .. ':log:' .. j)
+      redis.call('ZREM', set, j)
+    end
+  else
+    redis.call('PERSIST', KEYS[1])
+    redis.call('PERSIST', KEYS[2])
+  end
+end
+if ARGV[7] ~= '' then
+  redis.call('HINCRBY', KEYS[9], ARGV[7], 1)
+  redis.call('HINCRBY', KEYS[9], 'count', 1)
+  redis.call('HINCRBYFLOAT', KEYS[9], 'sum', ARGV[8])
+end
+return 1
+""" % {"log_max": LOG_LINES_MAX, "minute_ttl": MINUTE_KEY_TTL}
+
+
+@cache
+def _script():
+    return queue_redis().register_script(_TRANSITION)
+
+
+def record_transition(
+    *,
+    job_id: str,
+    queue: str,
+    state: str | None,
+    fields: dict[str, Any] | None = None,
+    count_attempt: bool = False,
+    duration: float | None = None,
+    log_lines: Iterable[str] = (),
+    now: float | None = None,
+    client=None,
+) -> None:
+    """Move a job's record into ``state`` (creating it if new), in one round trip.
+
+    With ``state=None`` the record keeps its state and only gains fields, log
+    lines and a duration sample.
+    """
+    now = time.time() if now is None else now
+    ttl, max_kept = retention(state) if state else (0, 0)
+    fields = {**(fields or {}), **({"state": state} if state else {})}
+    lines = list(log_lines)
+    argv: list[Any] = [
+        job_id,
+        STATES.index(state) + 1 if state else 0,
+        repr(now),
+        ttl,
+        max_kept,
+        1 if count_attempt else 0,
+        duration_bucket(duration) if duration is not None else "",
+        repr(duration or 0.0),
+        PREFIX,
+        len(lines),
+        *lines,
+    ]
+    for name, value in fields.items():
+        argv.extend((name, "" if value is None else value))
+    keys = [
+        job_key(job_id),
+        log_key(job_id),
+        *(state_key(queue, s) for s in STATES),
+        minute_key(queue, state or "none", int(now // 60)),
+        duration_key(queue),
+    ]
+    _script()(keys=keys, args=argv, client=client or queue_redis())
+
+
+def record_progress(job_id: str, progress: Any) -> None:
+    """Let a running job report its progress (a percentage or a short text)."""
+    client = queue_redis()
+    if client.exists(job_key(job_id)):
+        client.hset(job_key(job_id), "progress", str(progress))
+
+
+def dump_data(args: Any, kwargs: Any) -> dict[str, str]:
+    """The job's data as stored: JSON, cut (and flagged) past DATA_MAX_CHARS."""
+    args_json = json.dumps(args, default=str)
+    kwargs_json = json.dumps(kwargs, default=str)
+    truncated = len(args_json) + len(kwargs_json) > DATA_MAX_CHARS
+    if truncated:
+        args_json = args_json[: DATA_MAX_CHARS // 2]
+        kwargs_json = kwargs_json[: DATA_MAX_CHARS // 2]
+    return {
+        "args": args_json,
+        "kwargs": kwargs_json,
+        "truncated": "1" if truncated else "",
+    }
+
+
+SALON_KEYS = ("salon_id", "salonId", "salon")
+
+
+def salon_of(args: Any, kwargs: Any) -> str:
+    """The salon a job is about, when its data names one (for search)."""
+    candidates: list[Any] = [kwargs]
+    if isinstance(kwargs, dict):
+        candidates.extend(v for v in kwargs.values() if isinstance(v, dict))
+    if isinstance(args, list | tuple):
+        candidates.extend(a for a in args if isinstance(a, dict))
+    for candidate in candidates:
+        if isinstance(candidate, dict):
+            for key in SALON_KEYS:
+                value = candidate.get(key)
+                if isinstance(value, str | int) and value != "":
+                    return str(value)
+    return ""
+
+
+def record_delete(job_id: str, queue: str, *, client=None) -> None:
+    client = client or queue_redis()
+    pipe = client.pipeline(transaction=False)
+    pipe.delete(job_key(job_id), log_key(job_id))
+    for state in STATES:
+        pipe.zrem(state_key(queue, state), job_id)
+    pipe.execute()
