@@ -109,8 +109,8 @@ def duration_bucket(seconds: float) -> str:
 
 # KEYS: 1 record, 2 log list, 3..7 state sets (STATES order), 8 minute counter,
 #       9 duration histogram
-# ARGV: 1 id, 2 target state index (1..5; 0 keeps the state), 3 now, 4 ttl (0 = keep), 5 max kept,
-#       6 count attempt (0/1), 7 duration bucket ('' = none), 8 duration,
+# ARGV: 1 id, 2 target state index (1..5; 0 keeps the state), 3 now,
+#       4 ttl (0 = keep), 5 max kept, 6 count attempt (0/1), 7 duration bucket ('' = none), 8 duration,
 #       9 key prefix, 10 n log lines, then the lines, then field/value pairs
 _TRANSITION = """
 local id = ARGV[1]
@@ -127,7 +127,7 @@ end
 if ARGV[6] == '1' then redis.call('HINCRBY', KEYS[1], 'attempts', 1) end
 if nlog > 0 then
   redis.call('RPUSH', KEYS[2], unpack(ARGV, 11, 10 + nlog))
-  redis.call('LTRIM', KEYS[2], -tonumber(%(log_max)d), -1)
+  redis.call('LTRIM', KEYS[2], -{log_max}, -1)
 end
 if target > 0 then
   for i = 1, 5 do
@@ -141,7 +141,7 @@ if target > 0 then
     redis.call('EXPIRE', KEYS[1], ttl)
     redis.call('EXPIRE', KEYS[2], ttl)
     redis.call('INCR', KEYS[8])
-    redis.call('EXPIRE', KEYS[8], %(minute_ttl)d)
+    redis.call('EXPIRE', KEYS[8], {minute_ttl})
     local set = KEYS[2 + target]
     local old = redis.call('ZRANGEBYSCORE', set, '-inf', now - ttl, 'LIMIT', 0, 500)
     local excess = redis.call('ZCARD', set) - maxn
@@ -165,7 +165,7 @@ if ARGV[7] ~= '' then
   redis.call('HINCRBYFLOAT', KEYS[9], 'sum', ARGV[8])
 end
 return 1
-""" % {"log_max": LOG_LINES_MAX, "minute_ttl": MINUTE_KEY_TTL}
+""".format(log_max=LOG_LINES_MAX, minute_ttl=MINUTE_KEY_TTL)
 
 
 @cache

@@ -1,9 +1,7 @@
 """Every job gets a record from publish to finish, written by Celery signals."""
 
 import pytest
-from django.test import override_settings
 
-from queues import records
 from queues.definitions import EMAIL, WEBHOOK, Priority
 from queues.selectors import job_detail, queue_jobs, queue_stats
 from queues.services import job_enqueue
