@@ -21,14 +21,20 @@ job: completed 24 h / 1,000 per queue, failed 7 days / 5,000 per queue.
 from __future__ import annotations
 
 import json
+import logging
+import os
+import threading
 import time
 from collections.abc import Iterable
 from functools import cache
 from typing import Any
 
+import redis
 from django.conf import settings
 
 from saas.redis import queue_redis
+
+logger = logging.getLogger(__name__)
 
 PREFIX = "jobs"
 WAITING = "waiting"
@@ -110,7 +116,8 @@ def duration_bucket(seconds: float) -> str:
 # KEYS: 1 record, 2 log list, 3..7 state sets (STATES order), 8 minute counter,
 #       9 duration histogram
 # ARGV: 1 id, 2 target state index (1..5; 0 keeps the state), 3 now,
-#       4 ttl (0 = keep), 5 max kept, 6 count attempt (0/1), 7 duration bucket ('' = none), 8 duration,
+#       4 ttl (0 = keep), 5 max kept, 6 count attempt (0/1),
+#       7 duration bucket ('' = none), 8 duration,
 #       9 key prefix, 10 n log lines, then the lines, then field/value pairs
 _TRANSITION = """
 local id = ARGV[1]
@@ -127,7 +134,7 @@ end
 if ARGV[6] == '1' then redis.call('HINCRBY', KEYS[1], 'attempts', 1) end
 if nlog > 0 then
   redis.call('RPUSH', KEYS[2], unpack(ARGV, 11, 10 + nlog))
-  redis.call('LTRIM', KEYS[2], -{log_max}, -1)
+  redis.call('LTRIM', KEYS[2], -__LOG_MAX__, -1)
 end
 if target > 0 then
   for i = 1, 5 do
@@ -141,7 +148,7 @@ if target > 0 then
     redis.call('EXPIRE', KEYS[1], ttl)
     redis.call('EXPIRE', KEYS[2], ttl)
     redis.call('INCR', KEYS[8])
-    redis.call('EXPIRE', KEYS[8], {minute_ttl})
+    redis.call('EXPIRE', KEYS[8], __MINUTE_TTL__)
     local set = KEYS[2 + target]
     local old = redis.call('ZRANGEBYSCORE', set, '-inf', now - ttl, 'LIMIT', 0, 500)
     local excess = redis.call('ZCARD', set) - maxn
@@ -165,7 +172,9 @@ if ARGV[7] ~= '' then
   redis.call('HINCRBYFLOAT', KEYS[9], 'sum', ARGV[8])
 end
 return 1
-""".format(log_max=LOG_LINES_MAX, minute_ttl=MINUTE_KEY_TTL)
+""".replace("__LOG_MAX__", str(LOG_LINES_MAX)).replace(
+    "__MINUTE_TTL__", str(MINUTE_KEY_TTL)
+)
 
 
 @cache
@@ -173,24 +182,17 @@ def _script():
     return queue_redis().register_script(_TRANSITION)
 
 
-def record_transition(
+def _transition_command(
     *,
     job_id: str,
     queue: str,
     state: str | None,
-    fields: dict[str, Any] | None = None,
-    count_attempt: bool = False,
-    duration: float | None = None,
-    log_lines: Iterable[str] = (),
-    now: float | None = None,
-    client=None,
-) -> None:
-    """Move a job's record into ``state`` (creating it if new), in one round trip.
-
-    With ``state=None`` the record keeps its state and only gains fields, log
-    lines and a duration sample.
-    """
-    now = time.time() if now is None else now
+    fields: dict[str, Any] | None,
+    count_attempt: bool,
+    duration: float | None,
+    log_lines: Iterable[str],
+    now: float,
+) -> tuple[list[str], list[Any]]:
     ttl, max_kept = retention(state) if state else (0, 0)
     fields = {**(fields or {}), **({"state": state} if state else {})}
     lines = list(log_lines)
@@ -216,7 +218,106 @@ def record_transition(
         minute_key(queue, state or "none", int(now // 60)),
         duration_key(queue),
     ]
-    _script()(keys=keys, args=argv, client=client or queue_redis())
+    return keys, argv
+
+
+def record_transition(
+    *,
+    job_id: str,
+    queue: str,
+    state: str | None,
+    fields: dict[str, Any] | None = None,
+    count_attempt: bool = False,
+    duration: float | None = None,
+    log_lines: Iterable[str] = (),
+    now: float | None = None,
+    writer: DeferredWriter | None = None,
+) -> None:
+    """Move a job's record into ``state`` (creating it if new), in one round trip.
+
+    With ``state=None`` the record keeps its state and only gains fields, log
+    lines and a duration sample. With a ``writer`` the command is sent at once
+    but its reply is read later (see DeferredWriter).
+    """
+    keys, argv = _transition_command(
+        job_id=job_id,
+        queue=queue,
+        state=state,
+        fields=fields,
+        count_attempt=count_attempt,
+        duration=duration,
+        log_lines=log_lines,
+        now=time.time() if now is None else now,
+    )
+    if writer is not None:
+        writer.send(keys, argv)
+    else:
+        _script()(keys=keys, args=argv, client=queue_redis())
+
+
+class DeferredWriter:
+    """Worker side: each transition is sent to Redis at once, on a connection
+    of its own, and its reply is read just before the next one is sent.
+
+    A job so never waits for Redis to answer: the round trip overlaps the job
+    (or the wait for the next one). Commands on one connection are applied in
+    order, so a job's transitions cannot overtake each other. A reply that is
+    an error is logged; a broken connection is dropped and made anew.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._connection = None
+        self._sha: str | None = None
+        self._pending = 0
+
+    def _connect(self):
+        if self._pid != os.getpid():  # inherited through fork: not ours
+            self._connection, self._pending, self._pid = None, 0, os.getpid()
+        if self._connection is None:
+            client = queue_redis()
+            self._sha = client.script_load(_TRANSITION)
+            self._connection = client.connection_pool.make_connection()
+            self._pending = 0
+        return self._connection
+
+    def _read_pending(self) -> None:
+        while self._pending:
+            self._pending -= 1
+            try:
+                self._connection.read_response()
+            except redis.ResponseError as exc:
+                logger.warning("Job record not written: %s", exc)
+                if "NOSCRIPT" in str(exc):
+                    self._drop()
+                    return
+
+    def _drop(self) -> None:
+        if self._connection is not None:
+            self._connection.disconnect()
+        self._connection, self._pending = None, 0
+
+    def send(self, keys: list[str], argv: list[Any]) -> None:
+        with self._lock:
+            try:
+                connection = self._connect()
+                self._read_pending()
+                connection = self._connect()
+                connection.send_command("EVALSHA", self._sha, len(keys), *keys, *argv)
+                self._pending += 1
+            except redis.RedisError:
+                self._drop()
+                raise
+
+    def flush(self) -> None:
+        """Wait for every reply (tests and shutdown)."""
+        with self._lock:
+            if self._connection is not None and self._pid == os.getpid():
+                try:
+                    self._read_pending()
+                except redis.RedisError:
+                    self._drop()
 
 
 def record_progress(job_id: str, progress: Any) -> None:

@@ -20,6 +20,9 @@ from queues.definitions import seed_priority
 logger = logging.getLogger(__name__)
 
 _running = threading.local()
+#: Worker processes write records without waiting for Redis's replies.
+_writer = records.DeferredWriter()
+_worker_process = False
 LOG_LINE_MAX_CHARS = 2000
 
 
@@ -92,10 +95,13 @@ def on_before_publish(
         state=records.DELAYED if eta else records.WAITING,
         fields=fields,
         now=now,
+        writer=_writer if _worker_process else None,
     )
 
 
 def on_prerun(sender=None, task_id=None, task=None, **kw):
+    global _worker_process
+    _worker_process = True
     _install_log_handler()
     now = time.time()
     _running.lines = []
@@ -112,6 +118,7 @@ def on_prerun(sender=None, task_id=None, task=None, **kw):
         },
         count_attempt=True,
         now=now,
+        writer=_writer,
     )
 
 
@@ -129,6 +136,7 @@ def _finish(task, job_id: str, state: str | None, fields: dict) -> None:
         duration=(now - started) if started else None,
         log_lines=lines,
         now=now,
+        writer=_writer,
     )
 
 
@@ -166,9 +174,23 @@ def on_retry(sender=None, request=None, reason=None, einfo=None, **kw):
     )
 
 
+def on_worker_process_shutdown(**kw):
+    _writer.flush()
+
+
 def connect() -> None:
+    signals.worker_process_shutdown.connect(on_worker_process_shutdown, weak=False)
+    signals.worker_shutdown.connect(on_worker_process_shutdown, weak=False)
     signals.before_task_publish.connect(on_before_publish, weak=False)
     signals.task_prerun.connect(on_prerun, weak=False)
     signals.task_success.connect(on_success, weak=False)
     signals.task_failure.connect(on_failure, weak=False)
     signals.task_retry.connect(on_retry, weak=False)
+
+
+def disconnect() -> None:
+    signals.before_task_publish.disconnect(on_before_publish)
+    signals.task_prerun.disconnect(on_prerun)
+    signals.task_success.disconnect(on_success)
+    signals.task_failure.disconnect(on_failure)
+    signals.task_retry.disconnect(on_retry)

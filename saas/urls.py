@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from queues.metrics import metrics_view
 from saas.api.auth import (
     RegisterView,
     ThrottledTokenObtainPairView,
@@ -26,5 +27,7 @@ api_patterns = [
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("api/", include(api_patterns)),
+    path("metrics", metrics_view, name="metrics"),
+    path("admin/queue/", include("queues.api.urls")),
     path("admin/", admin.site.urls),
 ]

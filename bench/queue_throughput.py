@@ -1,0 +1,202 @@
+"""Queue throughput with job records on and off, side by side in one run.
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/salon REDIS_QUEUE_DB=12 \\
+        .venv/bin/python bench/queue_throughput.py [--jobs 10000] [--rounds 2]
+
+For each worker topology (one prefork worker -c 2; two single-process workers)
+it fills whatsapp:webhook with no-op jobs while the queue is paused (so worker
+start-up is not timed), resumes it and times the drain, with job records off
+and on, alternating, ``--rounds`` times. Then each job type on its own queue
+(the test job; the apps' real jobs are listed in JOB_TYPES), and finally the
+p99 of get_queue_stats with 100,000 job records.
+
+It flushes REDIS_QUEUE_DB (refuses 0 and 1, the development DBs).
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "saas.settings")
+os.environ.setdefault("REDIS_QUEUE_DB", "12")
+os.environ.setdefault("REDIS_DB", "11")
+os.environ.setdefault("DEBUG", "true")
+
+import django  # noqa: E402
+
+django.setup()
+
+from django.conf import settings  # noqa: E402
+
+from queues import records, signals  # noqa: E402
+from queues.bootsteps import PAUSED_KEY  # noqa: E402
+from queues.definitions import QUEUES, WEBHOOK, queue_spec  # noqa: E402
+from queues.selectors import broker_lists, queue_stats  # noqa: E402
+from queues.services import job_send  # noqa: E402
+from saas.redis import queue_redis  # noqa: E402
+from tests.processes import CeleryWorker, celery_worker_args  # noqa: E402
+from tests.utils import wait_until  # noqa: E402
+
+TOPOLOGIES = {
+    "1 prefork worker -c 2": [("prefork", 2)],
+    "2 solo workers": [("solo", 1), ("solo", 1)],
+}
+#: (label, task name, queue alias, kwargs). The apps' real jobs belong here
+#: once their tasks exist (their kwargs must be valid for a real run).
+JOB_TYPES = [
+    ("noop", "queues.noop", "webhook", {}),
+    *[
+        ("test job", "queues.test_job", spec.alias, {"data": {"n": 1}})
+        for spec in QUEUES
+    ],
+]
+
+
+def waiting(queue: str) -> int:
+    pipe = queue_redis().pipeline(transaction=False)
+    for key in broker_lists(queue):
+        pipe.llen(key)
+    return sum(pipe.execute())
+
+
+def fill(task: str, queue: str, kwargs: dict, jobs: int) -> None:
+    spec = queue_spec(queue)
+    for _ in range(jobs):
+        job_send(task, queue=spec, kwargs=kwargs)
+
+
+def start_workers(layout, queue: str, env: dict, logdir: Path) -> list[CeleryWorker]:
+    workers = []
+    for i, (pool, concurrency) in enumerate(layout):
+        name = f"bench{i}-{int(time.time() * 1000)}"
+        worker = CeleryWorker(
+            name=name,
+            args=celery_worker_args(
+                [queue], name=name, concurrency=concurrency, pool=pool
+            ),
+            env=env,
+            log_path=logdir / f"{name}.log",
+            queues=[queue],
+        )
+        workers.append(worker.start())
+    for worker in workers:
+        worker.wait_ready(timeout=120)
+    return workers
+
+
+def drain(layout, task, queue, kwargs, jobs, record: bool, logdir: Path) -> float:
+    """Jobs per second a topology drains, records on or off."""
+    client = queue_redis()
+    client.flushdb()
+    client.sadd(PAUSED_KEY, queue)
+    env = {
+        **os.environ,
+        "QUEUE_JOB_RECORDS": "true" if record else "false",
+        "LOG_LEVEL": "INFO",
+        "CONN_MAX_AGE": "0",
+    }
+    if record:
+        signals.connect()
+    else:
+        signals.disconnect()
+    workers = start_workers(layout, queue, env, logdir)
+    try:
+        fill(task, queue, kwargs, jobs)
+        client.srem(PAUSED_KEY, queue)
+        while waiting(queue) >= jobs:
+            time.sleep(0.002)
+        started, left = time.perf_counter(), waiting(queue)
+        wait_until(lambda: waiting(queue) == 0, timeout=600, interval=0.01)
+        elapsed = time.perf_counter() - started
+        return left / elapsed
+    finally:
+        for worker in workers:
+            worker.stop()
+        signals.disconnect()
+
+
+def stats_p99(records_count: int = 100_000, samples: int = 2000) -> tuple[float, float]:
+    client = queue_redis()
+    client.flushdb()
+    now = time.time()
+    per_state = records_count // 4
+    pipe = client.pipeline(transaction=False)
+    n = 0
+    for state in (records.WAITING, records.DELAYED, records.COMPLETED, records.FAILED):
+        for i in range(per_state):
+            job_id = f"{state}-{i}"
+            pipe.hset(records.job_key(job_id), mapping={"id": job_id, "state": state})
+            pipe.zadd(records.state_key(WEBHOOK.name, state), {job_id: now - i})
+            n += 1
+            if n % 5000 == 0:
+                pipe.execute()
+    pipe.execute()
+    timings = []
+    for _ in range(samples):
+        t = time.perf_counter()
+        queue_stats(WEBHOOK)
+        timings.append((time.perf_counter() - t) * 1000)
+    timings.sort()
+    return timings[int(len(timings) * 0.99) - 1], statistics.median(timings)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--jobs", type=int, default=10_000)
+    parser.add_argument("--type-jobs", type=int, default=3000)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--skip-types", action="store_true")
+    opts = parser.parse_args()
+    if settings.REDIS_QUEUE_DB in (0, 1):
+        sys.exit("bench: refusing to flush REDIS_QUEUE_DB 0/1 (development DBs)")
+    logdir = Path(tempfile.mkdtemp(prefix="bench-queues-"))
+    print(f"bench: {opts.jobs} no-op jobs per drain, logs in {logdir}")
+
+    print("\n## No-op drain, job records off vs on (jobs/s)")
+    print("| topology | records off | records on | kept |")
+    print("|---|---|---|---|")
+    for label, layout in TOPOLOGIES.items():
+        off, on = [], []
+        for _ in range(opts.rounds):
+            off.append(
+                drain(layout, "queues.noop", WEBHOOK.name, {}, opts.jobs, False, logdir)
+            )
+            on.append(
+                drain(layout, "queues.noop", WEBHOOK.name, {}, opts.jobs, True, logdir)
+            )
+        off_m, on_m = statistics.median(off), statistics.median(on)
+        print(
+            f"| {label} | {off_m:.0f} ({', '.join(f'{x:.0f}' for x in off)}) "
+            f"| {on_m:.0f} ({', '.join(f'{x:.0f}' for x in on)}) "
+            f"| {on_m / off_m:.0%} |",
+            flush=True,
+        )
+
+    if not opts.skip_types:
+        print("\n## Each job type on its queue, 2 solo workers (jobs/s)")
+        print("| job | queue | records off | records on | kept |")
+        print("|---|---|---|---|---|")
+        layout = TOPOLOGIES["2 solo workers"]
+        for label, task, alias, kwargs in JOB_TYPES:
+            queue = queue_spec(alias).name
+            off = drain(layout, task, queue, kwargs, opts.type_jobs, False, logdir)
+            on = drain(layout, task, queue, kwargs, opts.type_jobs, True, logdir)
+            print(
+                f"| {label} | {queue} | {off:.0f} | {on:.0f} | {on / off:.0%} |",
+                flush=True,
+            )
+
+    p99, median = stats_p99()
+    print("\n## get_queue_stats with 100,000 job records")
+    print(f"p99 {p99:.2f} ms, median {median:.2f} ms (2,000 calls)")
+    queue_redis().flushdb()
+
+
+if __name__ == "__main__":
+    main()
