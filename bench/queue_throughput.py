@@ -65,6 +65,27 @@ def waiting(queue: str) -> int:
     return sum(pipe.execute())
 
 
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def group_cpu_seconds(pgids: set[int]) -> float:
+    """CPU time (user + system) of every process in these process groups,
+    including reaped children (prefork replaces its children)."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) in pgids:  # field 5, pgrp
+            utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
+            total += utime + stime + cutime + cstime
+    return total / TICKS
+
+
 def fill(task: str, queue: str, kwargs: dict, jobs: int) -> None:
     spec = queue_spec(queue)
     for _ in range(jobs):
@@ -90,8 +111,10 @@ def start_workers(layout, queue: str, env: dict, logdir: Path) -> list[CeleryWor
     return workers
 
 
-def drain(layout, task, queue, kwargs, jobs, record: bool, logdir: Path) -> float:
-    """Jobs per second a topology drains, records on or off."""
+def drain(
+    layout, task, queue, kwargs, jobs, record: bool, logdir: Path
+) -> tuple[float, float]:
+    """(jobs per second, worker CPU ms per job) of a topology, records on or off."""
     client = queue_redis()
     client.flushdb()
     client.sadd(PAUSED_KEY, queue)
@@ -109,12 +132,15 @@ def drain(layout, task, queue, kwargs, jobs, record: bool, logdir: Path) -> floa
     try:
         fill(task, queue, kwargs, jobs)
         client.srem(PAUSED_KEY, queue)
+        pgids = {worker.proc.pid for worker in workers}
         while waiting(queue) >= jobs:
             time.sleep(0.002)
         started, left = time.perf_counter(), waiting(queue)
+        cpu_started = group_cpu_seconds(pgids)
         wait_until(lambda: waiting(queue) == 0, timeout=600, interval=0.01)
         elapsed = time.perf_counter() - started
-        return left / elapsed
+        cpu = group_cpu_seconds(pgids) - cpu_started
+        return left / elapsed, cpu * 1000 / left
     finally:
         for worker in workers:
             worker.stop()
@@ -146,6 +172,25 @@ def stats_p99(records_count: int = 100_000, samples: int = 2000) -> tuple[float,
     return timings[int(len(timings) * 0.99) - 1], statistics.median(timings)
 
 
+HEADER = (
+    "| {first} | off jobs/s | on jobs/s | kept "
+    "| off CPU ms/job | on CPU ms/job | kept (CPU) |"
+)
+
+
+def row(label: str, off: list, on: list) -> str:
+    off_rate = statistics.median(r for r, _ in off)
+    on_rate = statistics.median(r for r, _ in on)
+    off_cpu = statistics.median(c for _, c in off)
+    on_cpu = statistics.median(c for _, c in on)
+    each = lambda runs: ", ".join(f"{r:.0f}" for r, _ in runs)  # noqa: E731
+    return (
+        f"| {label} | {off_rate:.0f} ({each(off)}) | {on_rate:.0f} ({each(on)}) "
+        f"| {on_rate / off_rate:.0%} | {off_cpu:.3f} | {on_cpu:.3f} "
+        f"| {off_cpu / on_cpu:.0%} |"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=10_000)
@@ -158,9 +203,12 @@ def main() -> None:
     logdir = Path(tempfile.mkdtemp(prefix="bench-queues-"))
     print(f"bench: {opts.jobs} no-op jobs per drain, logs in {logdir}")
 
-    print("\n## No-op drain, job records off vs on (jobs/s)")
-    print("| topology | records off | records on | kept |")
-    print("|---|---|---|---|")
+    print("\n## No-op drain, job records off vs on")
+    print("jobs/s: median of the rounds (each round); CPU: worker processes, per job")
+    print(
+        "| topology | off jobs/s | on jobs/s | kept | off CPU ms/job | on CPU ms/job | kept (CPU) |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for label, layout in TOPOLOGIES.items():
         off, on = [], []
         for _ in range(opts.rounds):
@@ -170,27 +218,20 @@ def main() -> None:
             on.append(
                 drain(layout, "queues.noop", WEBHOOK.name, {}, opts.jobs, True, logdir)
             )
-        off_m, on_m = statistics.median(off), statistics.median(on)
-        print(
-            f"| {label} | {off_m:.0f} ({', '.join(f'{x:.0f}' for x in off)}) "
-            f"| {on_m:.0f} ({', '.join(f'{x:.0f}' for x in on)}) "
-            f"| {on_m / off_m:.0%} |",
-            flush=True,
-        )
+        print(row(label, off, on), flush=True)
 
     if not opts.skip_types:
-        print("\n## Each job type on its queue, 2 solo workers (jobs/s)")
-        print("| job | queue | records off | records on | kept |")
-        print("|---|---|---|---|---|")
+        print("\n## Each job type on its queue, 2 solo workers")
+        print(
+            "| job @ queue | off jobs/s | on jobs/s | kept | off CPU ms/job | on CPU ms/job | kept (CPU) |"
+        )
+        print("|---|---|---|---|---|---|---|")
         layout = TOPOLOGIES["2 solo workers"]
         for label, task, alias, kwargs in JOB_TYPES:
             queue = queue_spec(alias).name
-            off = drain(layout, task, queue, kwargs, opts.type_jobs, False, logdir)
-            on = drain(layout, task, queue, kwargs, opts.type_jobs, True, logdir)
-            print(
-                f"| {label} | {queue} | {off:.0f} | {on:.0f} | {on / off:.0%} |",
-                flush=True,
-            )
+            off = [drain(layout, task, queue, kwargs, opts.type_jobs, False, logdir)]
+            on = [drain(layout, task, queue, kwargs, opts.type_jobs, True, logdir)]
+            print(row(f"{label} @ {queue}", off, on), flush=True)
 
     p99, median = stats_p99()
     print("\n## get_queue_stats with 100,000 job records")

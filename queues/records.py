@@ -236,8 +236,8 @@ def record_transition(
     """Move a job's record into ``state`` (creating it if new), in one round trip.
 
     With ``state=None`` the record keeps its state and only gains fields, log
-    lines and a duration sample. With a ``writer`` the command is sent at once
-    but its reply is read later (see DeferredWriter).
+    lines and a duration sample. With a ``writer`` the write happens in the
+    background, batched with others (see BatchingWriter).
     """
     keys, argv = _transition_command(
         job_id=job_id,
@@ -255,69 +255,88 @@ def record_transition(
         _script()(keys=keys, args=argv, client=queue_redis())
 
 
-class DeferredWriter:
-    """Worker side: each transition is sent to Redis at once, on a connection
-    of its own, and its reply is read just before the next one is sent.
+class BatchingWriter:
+    """Worker side: a job hands its transitions to a background thread, which
+    writes them in pipelines a few milliseconds later.
 
-    A job so never waits for Redis to answer: the round trip overlaps the job
-    (or the wait for the next one). Commands on one connection are applied in
-    order, so a job's transitions cannot overtake each other. A reply that is
-    an error is logged; a broken connection is dropped and made anew.
+    The job never waits for Redis, and under load one round trip carries the
+    transitions of many jobs. One thread per process keeps a job's
+    transitions in order. Records lag the jobs by at most BATCH_DELAY plus a
+    round trip; flush() waits for everything handed over (at worker shutdown).
+    Errors are logged and dropped: a record is never worth failing a job.
     """
 
+    BATCH_DELAY = 0.005
+    BATCH_MAX = 500
+
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._cond = threading.Condition()
+        self._pending: list[tuple[list[str], list[Any]]] = []
+        self._in_flight = 0
+        self._thread: threading.Thread | None = None
         self._pid = os.getpid()
-        self._connection = None
         self._sha: str | None = None
-        self._pending = 0
-
-    def _connect(self):
-        if self._pid != os.getpid():  # inherited through fork: not ours
-            self._connection, self._pending, self._pid = None, 0, os.getpid()
-        if self._connection is None:
-            client = queue_redis()
-            self._sha = client.script_load(_TRANSITION)
-            self._connection = client.connection_pool.make_connection()
-            self._pending = 0
-        return self._connection
-
-    def _read_pending(self) -> None:
-        while self._pending:
-            self._pending -= 1
-            try:
-                self._connection.read_response()
-            except redis.ResponseError as exc:
-                logger.warning("Job record not written: %s", exc)
-                if "NOSCRIPT" in str(exc):
-                    self._drop()
-                    return
-
-    def _drop(self) -> None:
-        if self._connection is not None:
-            self._connection.disconnect()
-        self._connection, self._pending = None, 0
 
     def send(self, keys: list[str], argv: list[Any]) -> None:
-        with self._lock:
-            try:
-                connection = self._connect()
-                self._read_pending()
-                connection = self._connect()
-                connection.send_command("EVALSHA", self._sha, len(keys), *keys, *argv)
-                self._pending += 1
-            except redis.RedisError:
-                self._drop()
-                raise
+        with self._cond:
+            if self._thread is None or self._pid != os.getpid():
+                self._start()
+            self._pending.append((keys, argv))
+            self._cond.notify_all()
 
-    def flush(self) -> None:
-        """Wait for every reply (tests and shutdown)."""
-        with self._lock:
-            if self._connection is not None and self._pid == os.getpid():
-                try:
-                    self._read_pending()
-                except redis.RedisError:
-                    self._drop()
+    def _start(self) -> None:
+        # After a fork the parent's thread and buffer are not ours.
+        self._pid, self._pending, self._in_flight = os.getpid(), [], 0
+        self._thread = threading.Thread(
+            target=self._run, name="job-records", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending:
+                    self._cond.wait()
+            time.sleep(self.BATCH_DELAY)
+            with self._cond:
+                batch = self._pending[: self.BATCH_MAX]
+                del self._pending[: self.BATCH_MAX]
+                self._in_flight = len(batch)
+            try:
+                self._write(batch)
+            except Exception as exc:  # keep the writer alive whatever happens
+                logger.warning("%d job records not written: %s", len(batch), exc)
+            finally:
+                with self._cond:
+                    self._in_flight = 0
+                    self._cond.notify_all()
+
+    def _write(self, batch) -> None:
+        client = queue_redis()
+        if self._sha is None:
+            self._sha = client.script_load(_TRANSITION)
+        pipe = client.pipeline(transaction=False)
+        for keys, argv in batch:
+            pipe.evalsha(self._sha, len(keys), *keys, *argv)
+        replies = pipe.execute(raise_on_error=False)
+        errors = [r for r in replies if isinstance(r, Exception)]
+        if errors:
+            if any("NOSCRIPT" in str(e) for e in errors):
+                self._sha = None  # Redis restarted: load the script again
+            logger.warning("%d job records not written: %s", len(errors), errors[0])
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every transition handed over is written."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            if self._thread is None or self._pid != os.getpid():
+                return True
+            while self._pending or self._in_flight:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+        return True
 
 
 def record_progress(job_id: str, progress: Any) -> None:

@@ -6,6 +6,7 @@ it), when a worker starts it, and when it succeeds, fails or is retried. A
 broken Redis never breaks the job: recording errors are logged and dropped.
 """
 
+import atexit
 import logging
 import threading
 import time
@@ -20,8 +21,8 @@ from queues.definitions import seed_priority
 logger = logging.getLogger(__name__)
 
 _running = threading.local()
-#: Worker processes write records without waiting for Redis's replies.
-_writer = records.DeferredWriter()
+#: Worker processes hand records to a background writer (never wait for Redis).
+_writer = records.BatchingWriter()
 _worker_process = False
 LOG_LINE_MAX_CHARS = 2000
 
@@ -179,6 +180,7 @@ def on_worker_process_shutdown(**kw):
 
 
 def connect() -> None:
+    atexit.register(_writer.flush)
     signals.worker_process_shutdown.connect(on_worker_process_shutdown, weak=False)
     signals.worker_shutdown.connect(on_worker_process_shutdown, weak=False)
     signals.before_task_publish.connect(on_before_publish, weak=False)
