@@ -178,6 +178,12 @@ HEADER = (
 )
 
 
+HEADER = (
+    "| {first} | off jobs/s | on jobs/s | kept "
+    "| off CPU ms/job | on CPU ms/job | kept (CPU) |"
+)
+
+
 def row(label: str, off: list, on: list) -> str:
     off_rate = statistics.median(r for r, _ in off)
     on_rate = statistics.median(r for r, _ in on)
@@ -205,9 +211,7 @@ def main() -> None:
 
     print("\n## No-op drain, job records off vs on")
     print("jobs/s: median of the rounds (each round); CPU: worker processes, per job")
-    print(
-        "| topology | off jobs/s | on jobs/s | kept | off CPU ms/job | on CPU ms/job | kept (CPU) |"
-    )
+    print(HEADER.format(first="topology"))
     print("|---|---|---|---|---|---|---|")
     for label, layout in TOPOLOGIES.items():
         off, on = [], []
@@ -222,9 +226,7 @@ def main() -> None:
 
     if not opts.skip_types:
         print("\n## Each job type on its queue, 2 solo workers")
-        print(
-            "| job @ queue | off jobs/s | on jobs/s | kept | off CPU ms/job | on CPU ms/job | kept (CPU) |"
-        )
+        print(HEADER.format(first="job @ queue"))
         print("|---|---|---|---|---|---|---|")
         layout = TOPOLOGIES["2 solo workers"]
         for label, task, alias, kwargs in JOB_TYPES:
