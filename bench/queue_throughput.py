@@ -15,6 +15,7 @@ It flushes REDIS_QUEUE_DB (refuses 0 and 1, the development DBs).
 
 import argparse
 import os
+import socket
 import statistics
 import sys
 import tempfile
@@ -37,7 +38,7 @@ from django.conf import settings  # noqa: E402
 from queues import records, signals  # noqa: E402
 from queues.bootsteps import PAUSED_KEY  # noqa: E402
 from queues.definitions import QUEUES, WEBHOOK, queue_spec  # noqa: E402
-from queues.selectors import broker_lists, queue_stats  # noqa: E402
+from queues.selectors import broker_lists, queue_stats, workers_alive  # noqa: E402
 from queues.services import job_send  # noqa: E402
 from saas.redis import queue_redis  # noqa: E402
 from tests.processes import CeleryWorker, celery_worker_args  # noqa: E402
@@ -96,19 +97,32 @@ def start_workers(layout, queue: str, env: dict, logdir: Path) -> list[CeleryWor
     workers = []
     for i, (pool, concurrency) in enumerate(layout):
         name = f"bench{i}-{int(time.time() * 1000)}"
+        args = celery_worker_args(
+            [queue], name=name, concurrency=concurrency, pool=pool
+        )
+        # Per-task INFO lines would be most of a no-op's cost.
+        args[args.index("INFO")] = "WARNING"
         worker = CeleryWorker(
             name=name,
-            args=celery_worker_args(
-                [queue], name=name, concurrency=concurrency, pool=pool
-            ),
+            args=args,
             env=env,
             log_path=logdir / f"{name}.log",
             queues=[queue],
         )
         workers.append(worker.start())
-    for worker in workers:
-        worker.wait_ready(timeout=120)
+    names = {f"{worker.name}@{socket.gethostname()}" for worker in workers}
+    # Ready when each has written its heartbeat (queues/bootsteps.py).
+    wait_until(
+        lambda: names <= set(workers_alive(queue)) or any_dead(workers),
+        timeout=120,
+    )
+    if any_dead(workers):
+        raise SystemExit(f"a worker died: {workers[0].log()[-2000:]}")
     return workers
+
+
+def any_dead(workers) -> bool:
+    return not all(worker.alive for worker in workers)
 
 
 def drain(
@@ -121,7 +135,7 @@ def drain(
     env = {
         **os.environ,
         "QUEUE_JOB_RECORDS": "true" if record else "false",
-        "LOG_LEVEL": "INFO",
+        "LOG_LEVEL": "WARNING",
         "CONN_MAX_AGE": "0",
     }
     if record:

@@ -29,7 +29,6 @@ from collections.abc import Iterable
 from functools import cache
 from typing import Any
 
-import redis
 from django.conf import settings
 
 from saas.redis import queue_redis
