@@ -230,7 +230,7 @@ def record_transition(
     duration: float | None = None,
     log_lines: Iterable[str] = (),
     now: float | None = None,
-    writer: DeferredWriter | None = None,
+    writer: BatchingWriter | None = None,
 ) -> None:
     """Move a job's record into ``state`` (creating it if new), in one round trip.
 
