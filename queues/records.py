@@ -238,50 +238,55 @@ def record_transition(
     lines and a duration sample. With a ``writer`` the write happens in the
     background, batched with others (see BatchingWriter).
     """
-    keys, argv = _transition_command(
-        job_id=job_id,
-        queue=queue,
-        state=state,
-        fields=fields,
-        count_attempt=count_attempt,
-        duration=duration,
-        log_lines=log_lines,
-        now=time.time() if now is None else now,
-    )
+    transition = {
+        "job_id": job_id,
+        "queue": queue,
+        "state": state,
+        "fields": fields,
+        "count_attempt": count_attempt,
+        "duration": duration,
+        "log_lines": list(log_lines),
+        "now": time.time() if now is None else now,
+    }
     if writer is not None:
-        writer.send(keys, argv)
+        writer.send(transition)
     else:
+        keys, argv = _transition_command(**transition)
         _script()(keys=keys, args=argv, client=queue_redis())
 
 
 class BatchingWriter:
     """Worker side: a job hands its transitions to a background thread, which
-    writes them in pipelines a few milliseconds later.
+    writes them in pipelines BATCH_DELAY later.
 
-    The job never waits for Redis, and under load one round trip carries the
-    transitions of many jobs. One thread per process keeps a job's
-    transitions in order. Records lag the jobs by at most BATCH_DELAY plus a
-    round trip; flush() waits for everything handed over (at worker shutdown).
-    Errors are logged and dropped: a record is never worth failing a job.
+    The job never waits for Redis, and one round trip carries the transitions
+    of many jobs. A job that starts and ends within one batch is written once
+    (its start folded into its end), so under load a record costs one script
+    call; a job that runs longer shows as active in the meantime. One thread
+    per process keeps a job's transitions in order. flush() waits for what
+    was handed over (worker shutdown). Errors are logged and dropped: a record
+    is never worth failing a job.
     """
 
-    BATCH_DELAY = 0.005
-    BATCH_MAX = 500
+    BATCH_DELAY = 0.05
+    BATCH_MAX = 1000
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._pending: list[tuple[list[str], list[Any]]] = []
+        self._pending: list[dict[str, Any]] = []
         self._in_flight = 0
+        self._idle = False
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
         self._sha: str | None = None
 
-    def send(self, keys: list[str], argv: list[Any]) -> None:
+    def send(self, transition: dict[str, Any]) -> None:
         with self._cond:
             if self._thread is None or self._pid != os.getpid():
                 self._start()
-            self._pending.append((keys, argv))
-            self._cond.notify_all()
+            self._pending.append(transition)
+            if self._idle:
+                self._cond.notify_all()
 
     def _start(self) -> None:
         # After a fork the parent's thread and buffer are not ours.
@@ -295,14 +300,16 @@ class BatchingWriter:
         while True:
             with self._cond:
                 while not self._pending:
+                    self._idle = True
                     self._cond.wait()
+                self._idle = False
             time.sleep(self.BATCH_DELAY)
             with self._cond:
                 batch = self._pending[: self.BATCH_MAX]
                 del self._pending[: self.BATCH_MAX]
                 self._in_flight = len(batch)
             try:
-                self._write(batch)
+                self._write(fold_starts(batch))
             except Exception as exc:  # keep the writer alive whatever happens
                 logger.warning("%d job records not written: %s", len(batch), exc)
             finally:
@@ -310,12 +317,13 @@ class BatchingWriter:
                     self._in_flight = 0
                     self._cond.notify_all()
 
-    def _write(self, batch) -> None:
+    def _write(self, batch: list[dict[str, Any]]) -> None:
         client = queue_redis()
         if self._sha is None:
             self._sha = client.script_load(_TRANSITION)
         pipe = client.pipeline(transaction=False)
-        for keys, argv in batch:
+        for transition in batch:
+            keys, argv = _transition_command(**transition)
             pipe.evalsha(self._sha, len(keys), *keys, *argv)
         replies = pipe.execute(raise_on_error=False)
         errors = [r for r in replies if isinstance(r, Exception)]
@@ -330,12 +338,42 @@ class BatchingWriter:
         with self._cond:
             if self._thread is None or self._pid != os.getpid():
                 return True
+            self._cond.notify_all()
             while self._pending or self._in_flight:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
                 self._cond.wait(left)
         return True
+
+
+def fold_starts(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Fold a job's start (state active) into its end when both are in the
+    batch: one write instead of two, same record."""
+    last_index: dict[str, int] = {}
+    for i, transition in enumerate(batch):
+        last_index[transition["job_id"]] = i
+    folded: list[dict[str, Any]] = []
+    carried: dict[str, dict[str, Any]] = {}
+    for i, transition in enumerate(batch):
+        job_id = transition["job_id"]
+        if job_id in carried:
+            start = carried.pop(job_id)
+            transition = {
+                **transition,
+                "fields": {**(start["fields"] or {}), **(transition["fields"] or {})},
+                "count_attempt": start["count_attempt"] or transition["count_attempt"],
+            }
+        later_end = last_index[job_id] > i and batch[last_index[job_id]]["state"] in (
+            COMPLETED,
+            FAILED,
+            None,
+        )
+        if transition["state"] == ACTIVE and later_end:
+            carried[job_id] = transition
+            continue
+        folded.append(transition)
+    return folded
 
 
 def record_progress(job_id: str, progress: Any) -> None:

@@ -2,6 +2,7 @@
 
 import pytest
 
+from queues import records
 from queues.definitions import EMAIL, WEBHOOK, Priority
 from queues.selectors import job_detail, queue_jobs, queue_stats
 from queues.services import job_enqueue
@@ -67,3 +68,50 @@ def test_worker_records_success_failure_and_retries(start_worker):
 
     stats = queue_stats(WEBHOOK)
     assert (stats["completed"], stats["failed"], stats["active"]) == (2, 1, 0)
+
+
+def transition(job_id, state, **fields):
+    return {
+        "job_id": job_id,
+        "queue": WEBHOOK.name,
+        "state": state,
+        "fields": fields,
+        "count_attempt": state == "active",
+        "duration": None,
+        "log_lines": [],
+        "now": 1.0,
+    }
+
+
+def test_a_start_and_its_end_in_one_batch_are_written_once():
+    batch = [
+        transition("a", "active", worker="w1", finished_at=""),
+        transition("b", "active", worker="w2"),
+        transition("a", "completed", finished_at="t"),
+    ]
+    folded = records.fold_starts(batch)
+    assert [(t["job_id"], t["state"]) for t in folded] == [
+        ("b", "active"),
+        ("a", "completed"),
+    ]
+    assert folded[1]["fields"] == {"worker": "w1", "finished_at": "t"}
+    assert folded[1]["count_attempt"] is True
+
+
+@pytest.mark.django_db
+def test_batching_writer_writes_what_it_was_handed():
+    writer = records.BatchingWriter()
+    records.record_transition(
+        job_id="x",
+        queue=WEBHOOK.name,
+        state="active",
+        count_attempt=True,
+        writer=writer,
+    )
+    records.record_transition(
+        job_id="x", queue=WEBHOOK.name, state="completed", writer=writer, duration=0.01
+    )
+    assert writer.flush()
+    job = job_detail("x")
+    assert (job["state"], job["attempts"]) == ("completed", "1")
+    assert queue_stats(WEBHOOK)["completed"] == 1
