@@ -3,7 +3,8 @@
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/salon REDIS_QUEUE_DB=12 \\
         .venv/bin/python bench/queue_throughput.py [--jobs 10000] [--rounds 2]
 
-For each worker topology (one prefork worker -c 2; two single-process workers)
+For each worker topology (one prefork worker -c 2; two single-process workers;
+one worker with a pool of 4 threads)
 it fills whatsapp:webhook with no-op jobs while the queue is paused (so worker
 start-up is not timed), resumes it and times the drain, with job records off
 and on, alternating, ``--rounds`` times. Then each job type on its own queue
@@ -47,6 +48,7 @@ from tests.utils import wait_until  # noqa: E402
 TOPOLOGIES = {
     "1 prefork worker -c 2": [("prefork", 2)],
     "2 solo workers": [("solo", 1), ("solo", 1)],
+    "1 threads worker -c 4": [("threads", 4)],
 }
 #: (label, task name, queue alias, kwargs). The apps' real jobs belong here
 #: once their tasks exist (their kwargs must be valid for a real run).
@@ -217,6 +219,9 @@ def main() -> None:
     parser.add_argument("--type-jobs", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--skip-types", action="store_true")
+    parser.add_argument(
+        "--topology", action="append", choices=list(TOPOLOGIES), help="repeatable"
+    )
     opts = parser.parse_args()
     if settings.REDIS_QUEUE_DB in (0, 1):
         sys.exit("bench: refusing to flush REDIS_QUEUE_DB 0/1 (development DBs)")
@@ -227,7 +232,8 @@ def main() -> None:
     print("jobs/s: median of the rounds (each round); CPU: worker processes, per job")
     print(HEADER.format(first="topology"))
     print("|---|---|---|---|---|---|---|")
-    for label, layout in TOPOLOGIES.items():
+    for label in opts.topology or TOPOLOGIES:
+        layout = TOPOLOGIES[label]
         off, on = [], []
         for _ in range(opts.rounds):
             off.append(
