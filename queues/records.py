@@ -29,6 +29,7 @@ from collections.abc import Iterable
 from functools import cache
 from typing import Any
 
+import redis
 from django.conf import settings
 
 from saas.redis import queue_redis
@@ -112,65 +113,73 @@ def duration_bucket(seconds: float) -> str:
     return "+Inf"
 
 
-# KEYS: 1 record, 2 log list, 3..7 state sets (STATES order), 8 minute counter,
-#       9 duration histogram
-# ARGV: 1 id, 2 target state index (1..5; 0 keeps the state), 3 now,
-#       4 ttl (0 = keep), 5 max kept, 6 count attempt (0/1),
-#       7 duration bucket ('' = none), 8 duration,
-#       9 key prefix, 10 n log lines, then the lines, then field/value pairs
-_TRANSITION = """
-local id = ARGV[1]
-local target = tonumber(ARGV[2])
-local now = tonumber(ARGV[3])
-local ttl = tonumber(ARGV[4])
-local maxn = tonumber(ARGV[5])
-local prefix = ARGV[9]
-local nlog = tonumber(ARGV[10])
-local first_field = 11 + nlog
-if #ARGV >= first_field then
-  redis.call('HSET', KEYS[1], unpack(ARGV, first_field))
-end
-if ARGV[6] == '1' then redis.call('HINCRBY', KEYS[1], 'attempts', 1) end
-if nlog > 0 then
-  redis.call('RPUSH', KEYS[2], unpack(ARGV, 11, 10 + nlog))
-  redis.call('LTRIM', KEYS[2], -__LOG_MAX__, -1)
-end
-if target > 0 then
-  for i = 1, 5 do
-    if i == target then
-      redis.call('ZADD', KEYS[2 + i], now, id)
-    else
-      redis.call('ZREM', KEYS[2 + i], id)
-    end
+# One call writes a batch of transitions. ARGV[1] is a JSON array of
+# {id, q (queue), s (state index 1..5; 0 keeps the state), now, ttl (0 = keep),
+#  max (kept per queue), att (1 counts an attempt), db (duration bucket or ''),
+#  d (duration), logs [lines], f {field: value}}; ARGV[2] is the key prefix.
+# Keys are built here from the prefix (the queue DB is one Redis, never a
+# cluster), so a batch costs one round trip and one command.
+_TRANSITIONS = """
+local batch = cjson.decode(ARGV[1])
+local prefix = ARGV[2]
+local states = {'waiting', 'delayed', 'active', 'completed', 'failed'}
+for _, t in ipairs(batch) do
+  local id = t.id
+  local jk = prefix .. ':j:' .. id
+  local lk = prefix .. ':log:' .. id
+  local qk = prefix .. ':q:' .. t.q .. ':'
+  local now = tonumber(t.now)
+  local flat = {}
+  for k, v in pairs(t.f) do
+    flat[#flat + 1] = k
+    flat[#flat + 1] = v
   end
-  if ttl > 0 then
-    redis.call('EXPIRE', KEYS[1], ttl)
-    redis.call('EXPIRE', KEYS[2], ttl)
-    redis.call('INCR', KEYS[8])
-    redis.call('EXPIRE', KEYS[8], __MINUTE_TTL__)
-    local set = KEYS[2 + target]
-    local old = redis.call('ZRANGEBYSCORE', set, '-inf', now - ttl, 'LIMIT', 0, 500)
-    local excess = redis.call('ZCARD', set) - maxn
-    if excess > 0 then
-      for _, j in ipairs(redis.call('ZRANGE', set, 0, excess - 1)) do
-        table.insert(old, j)
+  if #flat > 0 then redis.call('HSET', jk, unpack(flat)) end
+  if t.att == 1 then redis.call('HINCRBY', jk, 'attempts', 1) end
+  if #t.logs > 0 then
+    redis.call('RPUSH', lk, unpack(t.logs))
+    redis.call('LTRIM', lk, -__LOG_MAX__, -1)
+  end
+  if t.s > 0 then
+    for i = 1, 5 do
+      if i == t.s then
+        redis.call('ZADD', qk .. states[i], now, id)
+      else
+        redis.call('ZREM', qk .. states[i], id)
       end
     end
-    for _, j in ipairs(old) do
-      redis.call('DEL', prefix .. ':j:' .. j, prefix .. ':log:' .. j)
-      redis.call('ZREM', set, j)
+    if t.ttl > 0 then
+      local set = qk .. states[t.s]
+      local minute = prefix .. ':m:' .. t.q .. ':' .. states[t.s] .. ':'
+        .. string.format('%d', math.floor(now / 60))
+      redis.call('EXPIRE', jk, t.ttl)
+      redis.call('EXPIRE', lk, t.ttl)
+      redis.call('INCR', minute)
+      redis.call('EXPIRE', minute, __MINUTE_TTL__)
+      local old = redis.call('ZRANGEBYSCORE', set, '-inf', now - t.ttl, 'LIMIT', 0, 500)
+      local excess = redis.call('ZCARD', set) - t.max
+      if excess > 0 then
+        for _, j in ipairs(redis.call('ZRANGE', set, 0, excess - 1)) do
+          old[#old + 1] = j
+        end
+      end
+      for _, j in ipairs(old) do
+        redis.call('DEL', prefix .. ':j:' .. j, prefix .. ':log:' .. j)
+        redis.call('ZREM', set, j)
+      end
+    else
+      redis.call('PERSIST', jk)
+      redis.call('PERSIST', lk)
     end
-  else
-    redis.call('PERSIST', KEYS[1])
-    redis.call('PERSIST', KEYS[2])
+  end
+  if t.db ~= '' then
+    local dk = prefix .. ':dur:' .. t.q
+    redis.call('HINCRBY', dk, t.db, 1)
+    redis.call('HINCRBY', dk, 'count', 1)
+    redis.call('HINCRBYFLOAT', dk, 'sum', t.d)
   end
 end
-if ARGV[7] ~= '' then
-  redis.call('HINCRBY', KEYS[9], ARGV[7], 1)
-  redis.call('HINCRBY', KEYS[9], 'count', 1)
-  redis.call('HINCRBYFLOAT', KEYS[9], 'sum', ARGV[8])
-end
-return 1
+return #batch
 """.replace("__LOG_MAX__", str(LOG_LINES_MAX)).replace(
     "__MINUTE_TTL__", str(MINUTE_KEY_TTL)
 )
@@ -178,10 +187,10 @@ return 1
 
 @cache
 def _script():
-    return queue_redis().register_script(_TRANSITION)
+    return queue_redis().register_script(_TRANSITIONS)
 
 
-def _transition_command(
+def _payload(
     *,
     job_id: str,
     queue: str,
@@ -189,35 +198,35 @@ def _transition_command(
     fields: dict[str, Any] | None,
     count_attempt: bool,
     duration: float | None,
-    log_lines: Iterable[str],
+    log_lines: list[str],
     now: float,
-) -> tuple[list[str], list[Any]]:
+) -> dict[str, Any]:
     ttl, max_kept = retention(state) if state else (0, 0)
-    fields = {**(fields or {}), **({"state": state} if state else {})}
-    lines = list(log_lines)
-    argv: list[Any] = [
-        job_id,
-        STATES.index(state) + 1 if state else 0,
-        repr(now),
-        ttl,
-        max_kept,
-        1 if count_attempt else 0,
-        duration_bucket(duration) if duration is not None else "",
-        repr(duration or 0.0),
-        PREFIX,
-        len(lines),
-        *lines,
-    ]
-    for name, value in fields.items():
-        argv.extend((name, "" if value is None else value))
-    keys = [
-        job_key(job_id),
-        log_key(job_id),
-        *(state_key(queue, s) for s in STATES),
-        minute_key(queue, state or "none", int(now // 60)),
-        duration_key(queue),
-    ]
-    return keys, argv
+    values = {k: "" if v is None else str(v) for k, v in (fields or {}).items()}
+    if state:
+        values["state"] = state
+    return {
+        "id": job_id,
+        "q": queue,
+        "s": STATES.index(state) + 1 if state else 0,
+        "now": repr(now),
+        "ttl": ttl,
+        "max": max_kept,
+        "att": 1 if count_attempt else 0,
+        "db": duration_bucket(duration) if duration is not None else "",
+        "d": repr(duration or 0.0),
+        "logs": log_lines,
+        "f": values,
+    }
+
+
+def write_transitions(transitions: list[dict[str, Any]], *, sha: str | None = None):
+    """Write transitions (record_transition's keyword arguments) in one call."""
+    body = json.dumps([_payload(**t) for t in transitions], default=str)
+    client = queue_redis()
+    if sha is not None:
+        return client.evalsha(sha, 0, body, PREFIX)
+    return _script()(keys=[], args=[body, PREFIX], client=client)
 
 
 def record_transition(
@@ -251,8 +260,7 @@ def record_transition(
     if writer is not None:
         writer.send(transition)
     else:
-        keys, argv = _transition_command(**transition)
-        _script()(keys=keys, args=argv, client=queue_redis())
+        write_transitions([transition])
 
 
 class BatchingWriter:
@@ -318,19 +326,13 @@ class BatchingWriter:
                     self._cond.notify_all()
 
     def _write(self, batch: list[dict[str, Any]]) -> None:
-        client = queue_redis()
         if self._sha is None:
-            self._sha = client.script_load(_TRANSITION)
-        pipe = client.pipeline(transaction=False)
-        for transition in batch:
-            keys, argv = _transition_command(**transition)
-            pipe.evalsha(self._sha, len(keys), *keys, *argv)
-        replies = pipe.execute(raise_on_error=False)
-        errors = [r for r in replies if isinstance(r, Exception)]
-        if errors:
-            if any("NOSCRIPT" in str(e) for e in errors):
-                self._sha = None  # Redis restarted: load the script again
-            logger.warning("%d job records not written: %s", len(errors), errors[0])
+            self._sha = queue_redis().script_load(_TRANSITIONS)
+        try:
+            write_transitions(batch, sha=self._sha)
+        except redis.exceptions.NoScriptError:
+            self._sha = None  # Redis restarted: load the script again
+            raise
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until every transition handed over is written."""
