@@ -52,6 +52,13 @@ def _spec(alias: str) -> QueueSpec:
         raise Http404(f"No queue {alias!r}") from None
 
 
+def _spec_or_none(name: str) -> QueueSpec | None:
+    try:
+        return queue_spec(name)
+    except UnknownQueue:
+        return None
+
+
 def _context(request, title: str, **extra) -> dict:
     return {
         **admin.site.each_context(request),
@@ -151,7 +158,7 @@ def job_view(request, job_id: str):
             request,
             f"Job {job_id}",
             job=job,
-            spec=queue_spec(job["queue"]) if job.get("queue") else None,
+            spec=_spec_or_none(job.get("queue") or ""),
             data=job_data_for_display(job),
         ),
     )
@@ -260,10 +267,12 @@ def job_action_view(request, job_id: str):
         if request.POST.get("action") == "remove":
             services.job_remove(job_id=job_id, actor=request.user)
             messages.success(request, f"Job {job_id} removed.")
-            fallback = reverse(
-                "admin:queues-queue", args=[queue_spec(job["queue"]).alias]
+            spec = _spec_or_none(job.get("queue") or "")
+            if spec is None:
+                return HttpResponseRedirect(reverse("admin:queues-overview"))
+            return HttpResponseRedirect(
+                reverse("admin:queues-queue", args=[spec.alias])
             )
-            return HttpResponseRedirect(fallback)
         services.job_retry(job_id=job_id, actor=request.user)
         messages.success(request, f"Job {job_id} sent again.")
     except services.JobActionRefused as exc:
