@@ -51,10 +51,16 @@ def test_pause_holds_across_worker_restart(start_worker, staff_user):
     assert queue_stats(WEBHOOK)["waiting"] == 0
 
 
-def test_new_worker_on_a_paused_queue_takes_nothing(start_worker, staff_user):
+@pytest.mark.parametrize("pool", ["prefork", "threads"])
+def test_new_worker_on_a_paused_queue_takes_nothing(start_worker, staff_user, pool):
     queue_pause(spec=WEBHOOK, actor=staff_user)
     held = [publish(WEBHOOK, n) for n in range(2)]
-    worker = start_worker(["whatsapp:webhook", "notification:email"], name="late")
+    worker = start_worker(
+        ["whatsapp:webhook", "notification:email"],
+        name="late",
+        pool=pool,
+        concurrency=2,
+    )
     drained_sentinel(1)
     assert [state(j) for j in held] == ["waiting"] * 2
     # Its heartbeat still counts it as the queue's worker.
