@@ -218,6 +218,9 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=10_000)
     parser.add_argument("--type-jobs", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--type-rounds", type=int, default=1)
+    parser.add_argument("--skip-noop", action="store_true")
+    parser.add_argument("--skip-stats", action="store_true")
     parser.add_argument("--skip-types", action="store_true")
     parser.add_argument(
         "--topology", action="append", choices=list(TOPOLOGIES), help="repeatable"
@@ -232,7 +235,7 @@ def main() -> None:
     print("jobs/s: median of the rounds (each round); CPU: worker processes, per job")
     print(HEADER.format(first="topology"))
     print("|---|---|---|---|---|---|---|")
-    for label in opts.topology or TOPOLOGIES:
+    for label in [] if opts.skip_noop else opts.topology or TOPOLOGIES:
         layout = TOPOLOGIES[label]
         off, on = [], []
         for _ in range(opts.rounds):
@@ -251,13 +254,20 @@ def main() -> None:
         layout = TOPOLOGIES["2 solo workers"]
         for label, task, alias, kwargs in JOB_TYPES:
             queue = queue_spec(alias).name
-            off = [drain(layout, task, queue, kwargs, opts.type_jobs, False, logdir)]
-            on = [drain(layout, task, queue, kwargs, opts.type_jobs, True, logdir)]
+            off, on = [], []
+            for _ in range(opts.type_rounds):
+                off.append(
+                    drain(layout, task, queue, kwargs, opts.type_jobs, False, logdir)
+                )
+                on.append(
+                    drain(layout, task, queue, kwargs, opts.type_jobs, True, logdir)
+                )
             print(row(f"{label} @ {queue}", off, on), flush=True)
 
-    p99, median = stats_p99()
-    print("\n## get_queue_stats with 100,000 job records")
-    print(f"p99 {p99:.2f} ms, median {median:.2f} ms (2,000 calls)")
+    if not opts.skip_stats:
+        p99, median = stats_p99()
+        print("\n## get_queue_stats with 100,000 job records")
+        print(f"p99 {p99:.2f} ms, median {median:.2f} ms (2,000 calls)")
     queue_redis().flushdb()
 
 
