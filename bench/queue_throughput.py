@@ -229,12 +229,13 @@ def main() -> None:
     if settings.REDIS_QUEUE_DB in (0, 1):
         sys.exit("bench: refusing to flush REDIS_QUEUE_DB 0/1 (development DBs)")
     logdir = Path(tempfile.mkdtemp(prefix="bench-queues-"))
-    print(f"bench: {opts.jobs} no-op jobs per drain, logs in {logdir}")
+    print(f"bench: logs in {logdir}")
 
-    print("\n## No-op drain, job records off vs on")
-    print("jobs/s: median of the rounds (each round); CPU: worker processes, per job")
-    print(HEADER.format(first="topology"))
-    print("|---|---|---|---|---|---|---|")
+    if not opts.skip_noop:
+        print("\n## No-op drain, job records off vs on")
+        print("jobs/s: median of rounds (each round); CPU: worker processes, per job")
+        print(HEADER.format(first="topology"))
+        print("|---|---|---|---|---|---|---|")
     for label in [] if opts.skip_noop else opts.topology or TOPOLOGIES:
         layout = TOPOLOGIES[label]
         off, on = [], []
