@@ -188,3 +188,8 @@ def test_retry_and_remove_one(staff):
     assert "Only failed jobs can be retried" in response.content.decode()
     staff.post("/admin/queues/jobs/b/action/", {"action": "remove"})
     assert job_detail("b") is None
+
+
+def test_admin_index_links_to_the_queue_page(staff):
+    html = staff.get("/admin/").content.decode()
+    assert 'href="/admin/queues/"' in html
