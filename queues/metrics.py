@@ -6,9 +6,15 @@ misses from saas.cache when that module is installed, alerts from the health
 report.
 """
 
+import os
+
 from django.http import HttpResponse
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from queues import records
@@ -66,15 +72,18 @@ class QueueCollector:
         return family
 
     def _cache(self):
-        hits = GaugeMetricFamily(
-            "cache_hits", "Cache hits per namespace.", labels=["namespace"]
+        # saas.cache counts per process; the pid label keeps each web
+        # process's counter its own series (sum them in the query).
+        hits = CounterMetricFamily(
+            "cache_hits", "Cache hits per namespace.", labels=["namespace", "pid"]
         )
-        misses = GaugeMetricFamily(
-            "cache_misses", "Cache misses per namespace.", labels=["namespace"]
+        misses = CounterMetricFamily(
+            "cache_misses", "Cache misses per namespace.", labels=["namespace", "pid"]
         )
+        pid = str(os.getpid())
         for namespace, stats in _cache_stats().items():
-            hits.add_metric([namespace], stats.get("hits", 0))
-            misses.add_metric([namespace], stats.get("misses", 0))
+            hits.add_metric([namespace, pid], stats.get("hits", 0))
+            misses.add_metric([namespace, pid], stats.get("misses", 0))
         yield hits
         yield misses
 

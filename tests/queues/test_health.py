@@ -176,3 +176,16 @@ def test_metrics_in_prometheus_text(client, staff_client):
         samples[("queue_alert", (("alert", "broker_evicts"), ("target", "broker")))]
         == 0
     )
+
+
+@pytest.mark.django_db
+def test_metrics_carry_cache_counters_when_saas_cache_is_installed(client):
+    cache = pytest.importorskip("saas.cache")
+    from prometheus_client.parser import text_string_to_metric_families
+
+    body = client.get("/metrics").content.decode()
+    families = {f.name: f for f in text_string_to_metric_families(body)}
+    assert "cache_hits" in families and "cache_misses" in families
+    expected = cache.cache_stats()
+    seen = {s.labels["namespace"] for s in families["cache_hits"].samples}
+    assert seen == set(expected)
