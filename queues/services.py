@@ -8,9 +8,12 @@ line). Queue names accept the full name or the alias (queues.definitions).
 import json
 import logging
 import time
+import uuid
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
+import redis
 from celery import Task
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
@@ -55,6 +58,22 @@ class JobActionRefused(ValueError):
     """The job is in a state the action does not apply to."""
 
 
+@contextmanager
+def _forget_record_on_failure(job_id: str, queue: str | None, *, keep: bool = False):
+    """The record is written just before the message is sent; if sending fails,
+    the job does not exist and neither should its record (a retried job keeps
+    the record it had)."""
+    try:
+        yield
+    except Exception:
+        if queue and not keep:
+            try:
+                records.record_delete(job_id, queue)
+            except redis.RedisError:
+                logger.warning("Record of unpublished job %s left behind", job_id)
+        raise
+
+
 def job_enqueue(
     task: Task,
     *,
@@ -75,7 +94,10 @@ def job_enqueue(
         options["queue"] = queue.name
 
     def publish():
-        return task.apply_async(kwargs=kwargs or {}, **options)
+        job_id = str(uuid.uuid4())
+        spec = queue or getattr(task, "queue_spec", None)
+        with _forget_record_on_failure(job_id, spec.name if spec else None):
+            return task.apply_async(kwargs=kwargs or {}, task_id=job_id, **options)
 
     if on_commit:
         transaction.on_commit(publish)
@@ -102,9 +124,15 @@ def job_send(
     }
 
     def publish():
-        return app.send_task(
-            task_name, args=list(args), kwargs=kwargs or {}, task_id=task_id, **options
-        )
+        job_id = task_id or str(uuid.uuid4())
+        with _forget_record_on_failure(job_id, queue.name, keep=task_id is not None):
+            return app.send_task(
+                task_name,
+                args=list(args),
+                kwargs=kwargs or {},
+                task_id=job_id,
+                **options,
+            )
 
     if on_commit:
         transaction.on_commit(publish)

@@ -79,3 +79,22 @@ def test_get_queue_stats_takes_alias_or_name():
     QueueService.add_webhook_job({"payload": {}})
     assert QueueService.get_queue_stats("webhook")["waiting"] == 1
     assert QueueService.get_queue_stats("whatsapp:webhook")["waiting"] == 1
+
+
+@pytest.mark.parametrize("how", ["by_name", "by_task"])
+def test_a_job_that_cannot_be_sent_leaves_no_record(how):
+    from kombu.exceptions import EncodeError
+
+    from queues.definitions import WEBHOOK
+    from queues.services import job_enqueue, job_send
+    from queues.tasks import queue_test_job
+
+    unserializable = {"data": {"when": object()}}
+    with pytest.raises(EncodeError):
+        if how == "by_name":
+            job_send("queues.test_job", queue=WEBHOOK, kwargs=unserializable)
+        else:
+            job_enqueue(queue_test_job, kwargs=unserializable)
+    assert QueueService.get_queue_stats("webhook")["waiting"] == 0
+    assert queue_redis().zcard(f"jobs:q:{WEBHOOK.name}:waiting") == 0
+    assert not queue_redis().keys("jobs:j:*")
