@@ -9,3 +9,5 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "saas.settings")
 app = Celery("saas")
 app.config_from_object("queues.celeryconfig")
 app.autodiscover_tasks()
+# Workers honour the durable pause flags and write heartbeats (queues/bootsteps.py).
+app.steps["consumer"].add("queues.bootsteps:QueueControl")

@@ -222,6 +222,23 @@ QUEUE_DASHBOARD_ENABLED = env.bool("QUEUE_DASHBOARD_ENABLED", default=True)
 QUEUE_DASHBOARD_PATH = env("QUEUE_DASHBOARD_PATH", default="/admin/queues")
 FLOWER_PORT = env.int("FLOWER_PORT", default=5555)
 FLOWER_URL = env("FLOWER_URL", default=f"http://127.0.0.1:{FLOWER_PORT}/")
+# Job records (queues/records.py) and the retention DESIGN.md gives them.
+QUEUE_JOB_RECORDS = env.bool("QUEUE_JOB_RECORDS", default=True)
+QUEUE_COMPLETED_RETENTION_SECONDS = env.int(
+    "QUEUE_COMPLETED_RETENTION_SECONDS", default=24 * 3600
+)
+QUEUE_COMPLETED_RETENTION_COUNT = env.int(
+    "QUEUE_COMPLETED_RETENTION_COUNT", default=1000
+)
+QUEUE_FAILED_RETENTION_SECONDS = env.int(
+    "QUEUE_FAILED_RETENTION_SECONDS", default=7 * 24 * 3600
+)
+QUEUE_FAILED_RETENTION_COUNT = env.int("QUEUE_FAILED_RETENTION_COUNT", default=5000)
+# Workers poll the durable pause flags and write their heartbeat this often.
+QUEUE_CONTROL_INTERVAL_SECONDS = env.float(
+    "QUEUE_CONTROL_INTERVAL_SECONDS", default=1.0
+)
+QUEUE_HEARTBEAT_STALE_SECONDS = env.float("QUEUE_HEARTBEAT_STALE_SECONDS", default=10.0)
 
 # --- WhatsApp ---------------------------------------------------------------
 WHATSAPP_VERIFY_TOKEN = env("WHATSAPP_VERIFY_TOKEN", default="")

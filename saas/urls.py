@@ -3,6 +3,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from messaging.api.views import whatsapp_webhook
+from queues.metrics import metrics_view
 from saas.api.auth import (
     RegisterView,
     ThrottledTokenObtainPairView,
@@ -27,6 +28,8 @@ api_patterns = [
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("api/", include(api_patterns)),
+    path("metrics", metrics_view, name="metrics"),
+    path("admin/queue/", include("queues.api.urls")),
     path("admin/", admin.site.urls),
     path("webhooks/whatsapp/", whatsapp_webhook, name="whatsapp-webhook"),
 ]

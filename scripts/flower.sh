@@ -9,5 +9,5 @@ mkdir -p var
 exec .venv/bin/celery -A saas flower \
   --address=127.0.0.1 --port="${FLOWER_PORT:-5555}" \
   --basic-auth="$FLOWER_BASIC_AUTH" \
-  --persistent=True --db=var/flower.db --max_tasks=50000 \
+  --persistent=True --db="${FLOWER_DB:-var/flower.db}" --max_tasks=50000 \
   --url_prefix="${FLOWER_URL_PREFIX:-}"

@@ -1,0 +1,135 @@
+"""The queue admin API (JWT, staff only): /admin/queue/..."""
+
+from django.http import Http404
+from rest_framework import permissions, status
+from rest_framework.exceptions import ValidationError
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from queues import services
+from queues.api.serializers import (
+    TEST_DATA_SERIALIZERS,
+    CleanParamsSerializer,
+    TestRequestSerializer,
+)
+from queues.definitions import QueueSpec, UnknownQueue, queue_spec
+from queues.selectors import (
+    health_report,
+    job_data_for_display,
+    job_detail,
+    queue_stats,
+)
+
+
+def spec_or_404(name: str) -> QueueSpec:
+    try:
+        return queue_spec(name)
+    except UnknownQueue:
+        raise Http404(f"No queue named {name!r}.") from None
+
+
+class QueueAdminView(APIView):
+    permission_classes = [permissions.IsAdminUser]
+
+
+class QueueStatsView(QueueAdminView):
+    def get(self, request, queue: str):
+        return Response(queue_stats(spec_or_404(queue)))
+
+
+class QueuePauseView(QueueAdminView):
+    def post(self, request, queue: str):
+        return Response(
+            services.queue_pause(spec=spec_or_404(queue), actor=request.user)
+        )
+
+
+class QueueResumeView(QueueAdminView):
+    def post(self, request, queue: str):
+        return Response(
+            services.queue_resume(spec=spec_or_404(queue), actor=request.user)
+        )
+
+
+class QueueCleanView(QueueAdminView):
+    def post(self, request, queue: str):
+        spec = spec_or_404(queue)
+        params = CleanParamsSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        removed = services.queue_clean(
+            spec=spec,
+            grace_ms=params.validated_data["grace"],
+            status=params.validated_data["status"],
+            actor=request.user,
+        )
+        return Response(
+            {"queue": spec.name, **params.validated_data, "removed": removed}
+        )
+
+
+class QueueRetryFailedView(QueueAdminView):
+    def post(self, request, queue: str):
+        spec = spec_or_404(queue)
+        retried = services.queue_retry_failed(spec=spec, actor=request.user)
+        return Response({"queue": spec.name, "retried": retried})
+
+
+class QueueHealthView(QueueAdminView):
+    def get(self, request):
+        code, body = health_report()
+        return Response(body, status=code)
+
+
+class QueueTestJobView(QueueAdminView):
+    def post(self, request):
+        body = TestRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        spec = spec_or_404(body.validated_data["queueName"])
+        data = TEST_DATA_SERIALIZERS[spec.name](data=body.validated_data["data"])
+        if not data.is_valid():
+            raise ValidationError({"data": data.errors})
+        job_id = services.queue_test_job_enqueue(
+            spec=spec, data=body.validated_data["data"], actor=request.user
+        )
+        return Response(
+            {"jobId": job_id, "queue": spec.name}, status=status.HTTP_202_ACCEPTED
+        )
+
+
+def job_or_404(job_id: str) -> dict:
+    job = job_detail(job_id)
+    if job is None:
+        raise Http404(f"No job {job_id!r}.")
+    return job
+
+
+def job_view(job: dict) -> dict:
+    """A job as the API shows it: data masked, like the page."""
+    hidden = {"args", "kwargs"}
+    return {
+        **{k: v for k, v in job.items() if k not in hidden},
+        "data": job_data_for_display(job),
+    }
+
+
+class JobView(QueueAdminView):
+    def get(self, request, job_id: str):
+        return Response(job_view(job_or_404(job_id)))
+
+    def delete(self, request, job_id: str):
+        job_or_404(job_id)
+        try:
+            services.job_remove(job_id=job_id, actor=request.user)
+        except services.JobActionRefused as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class JobRetryView(QueueAdminView):
+    def post(self, request, job_id: str):
+        job_or_404(job_id)
+        try:
+            services.job_retry(job_id=job_id, actor=request.user)
+        except services.JobActionRefused as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        return Response({"jobId": job_id}, status=status.HTTP_202_ACCEPTED)

@@ -1,0 +1,96 @@
+"""The worker's side of durable pause and of heartbeats.
+
+A consumer bootstep that, once the task consumer exists and before the event
+loop fetches anything, stops consuming every queue whose pause flag is set in
+the queue Redis DB; then, every QUEUE_CONTROL_INTERVAL_SECONDS, it follows the
+flags (cancel / re-add its consumer) and writes a heartbeat per queue it
+serves. A worker started while its queue is paused never takes a job from it.
+"""
+
+import logging
+import time
+
+import redis
+from celery import bootsteps
+from django.conf import settings
+
+from saas.redis import queue_redis
+
+logger = logging.getLogger(__name__)
+
+PAUSED_KEY = "queues:paused"
+BACKLOG_SAMPLE_EVERY = 5
+
+
+def workers_key(queue: str) -> str:
+    return f"queues:workers:{queue}"
+
+
+class QueueControl(bootsteps.StartStopStep):
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def __init__(self, c, **kwargs):
+        super().__init__(c, **kwargs)
+        self.timer_ref = None
+        self.queues: list[str] | None = None
+        self.ticks = 0
+
+    def start(self, c):
+        if self.queues is None:
+            # Remember what this worker was started for: cancelling a queue
+            # deselects it, and a reconnect must not forget it.
+            self.queues = sorted(c.app.amqp.queues.consume_from)
+        try:
+            self.apply_pauses(c)
+        except redis.RedisError as exc:
+            logger.warning("Cannot read queue pause flags: %s", exc)
+        self.timer_ref = c.timer.call_repeatedly(
+            settings.QUEUE_CONTROL_INTERVAL_SECONDS, self.tick, (c,), priority=10
+        )
+
+    def tick(self, c):
+        try:
+            self.apply_pauses(c)
+            self.ticks += 1
+            if self.ticks % BACKLOG_SAMPLE_EVERY == 0:
+                from queues.selectors import queue_backlog_sample
+
+                for queue in self.queues:
+                    queue_backlog_sample(queue)
+        except redis.RedisError as exc:
+            logger.warning("Queue control tick failed: %s", exc)
+
+    def apply_pauses(self, c):
+        client = queue_redis()
+        pipe = client.pipeline(transaction=False)
+        pipe.smembers(PAUSED_KEY)
+        now = time.time()
+        for queue in self.queues:
+            pipe.zadd(workers_key(queue), {c.hostname: now})
+        paused = pipe.execute()[0]
+        consumer = c.task_consumer
+        if consumer is None:
+            return
+        for queue in self.queues:
+            consuming = consumer.consuming_from(queue)
+            if queue in paused and consuming:
+                logger.info("Queue %s is paused: not taking its jobs", queue)
+                c.cancel_task_queue(queue)
+            elif queue not in paused and not consuming:
+                logger.info("Queue %s is resumed: taking its jobs", queue)
+                c.add_task_queue(queue)
+
+    def stop(self, c):
+        if self.timer_ref is not None:
+            self.timer_ref.cancel()
+            self.timer_ref = None
+
+    def shutdown(self, c):
+        self.stop(c)
+        try:
+            pipe = queue_redis().pipeline(transaction=False)
+            for queue in self.queues or ():
+                pipe.zrem(workers_key(queue), c.hostname)
+            pipe.execute()
+        except redis.RedisError as exc:
+            logger.warning("Cannot remove worker heartbeat: %s", exc)

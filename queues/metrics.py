@@ -1,0 +1,112 @@
+"""GET /metrics: Prometheus text, read from Redis at scrape time.
+
+Workers are separate processes, so nothing is counted in this one: job counts
+and durations come from the job records (queues/records.py), cache hits and
+misses from saas.cache when that module is installed, alerts from the health
+report.
+"""
+
+import os
+
+from django.http import HttpResponse
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from queues import records
+from queues.definitions import QUEUES
+from queues.selectors import ALERT_NAMES, health_report, queues_stats
+from saas.redis import queue_redis
+
+STATES = ("waiting", "active", "delayed", "completed", "failed")
+
+
+def _cache_stats() -> dict:
+    try:
+        from saas.cache import cache_stats
+    except ImportError:
+        return {}
+    return cache_stats()
+
+
+class QueueCollector:
+    def collect(self):
+        jobs = GaugeMetricFamily(
+            "queue_jobs", "Jobs per queue and state.", labels=["queue", "state"]
+        )
+        paused = GaugeMetricFamily(
+            "queue_paused", "1 when the queue is paused.", labels=["queue"]
+        )
+        for stats in queues_stats():
+            for state in STATES:
+                jobs.add_metric([stats["queue"], state], stats[state])
+            paused.add_metric([stats["queue"]], int(stats["paused"]))
+        yield jobs
+        yield paused
+        yield self._durations()
+        yield from self._cache()
+        yield self._alerts()
+
+    def _durations(self):
+        family = HistogramMetricFamily(
+            "queue_job_duration_seconds",
+            "Time from a job's start to its end, per attempt.",
+            labels=["queue"],
+        )
+        pipe = queue_redis().pipeline(transaction=False)
+        for spec in QUEUES:
+            pipe.hgetall(records.duration_key(spec.name))
+        for spec, counts in zip(QUEUES, pipe.execute(), strict=True):
+            cumulative, buckets = 0, []
+            for bound in records.DURATION_BUCKETS:
+                cumulative += int(counts.get(repr(float(bound)), 0))
+                buckets.append((repr(float(bound)), cumulative))
+            buckets.append(("+Inf", int(counts.get("count", 0))))
+            family.add_metric(
+                [spec.name], buckets, sum_value=float(counts.get("sum", 0) or 0)
+            )
+        return family
+
+    def _cache(self):
+        # saas.cache counts per process; the pid label keeps each web
+        # process's counter its own series (sum them in the query).
+        hits = CounterMetricFamily(
+            "cache_hits", "Cache hits per namespace.", labels=["namespace", "pid"]
+        )
+        misses = CounterMetricFamily(
+            "cache_misses", "Cache misses per namespace.", labels=["namespace", "pid"]
+        )
+        pid = str(os.getpid())
+        for namespace, stats in _cache_stats().items():
+            hits.add_metric([namespace, pid], stats.get("hits", 0))
+            misses.add_metric([namespace, pid], stats.get("misses", 0))
+        yield hits
+        yield misses
+
+    def _alerts(self):
+        family = GaugeMetricFamily(
+            "queue_alert", "1 while the alert holds.", labels=["alert", "target"]
+        )
+        _, report = health_report()
+        active = {(a["alert"], a["target"]) for a in report["alerts"]}
+        targets = {
+            "redis_unreachable": ("cache", "broker"),
+            "redis_memory": ("cache", "broker"),
+            "broker_evicts": ("broker",),
+        }
+        for alert in ALERT_NAMES:
+            for target in targets.get(alert, [spec.name for spec in QUEUES]):
+                family.add_metric([alert, target], int((alert, target) in active))
+        return family
+
+
+registry = CollectorRegistry(auto_describe=False)
+registry.register(QueueCollector())
+
+
+def metrics_view(request):
+    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,38 @@
+from django.conf import settings
+from django.db import models
+
+
+class QueueAction(models.Model):
+    """Who paused, resumed, cleaned, retried or removed what, and when."""
+
+    class Action(models.TextChoices):
+        PAUSE = "pause"
+        RESUME = "resume"
+        CLEAN = "clean"
+        RETRY = "retry"
+        RETRY_FAILED = "retry_failed"
+        REMOVE = "remove"
+        TEST = "test"
+
+    action = models.CharField(max_length=20, choices=Action.choices)
+    queue = models.CharField(max_length=64)
+    job_id = models.CharField(max_length=64, blank=True)
+    count = models.PositiveIntegerField(default=0)
+    detail = models.CharField(max_length=200, blank=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    actor_name = models.CharField(
+        max_length=150, help_text="User name, or the operator's command."
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.actor_name} {self.action} {self.queue} {self.job_id}".strip()

@@ -1,0 +1,428 @@
+"""Job records: one Redis hash per job on the queue DB, indexed per queue and state.
+
+Why Redis and not PostgreSQL: a record is written three times per job (published,
+started, finished) from every worker process; one EVALSHA on the broker's Redis
+costs a fraction of a no-op task, while a PostgreSQL transaction per transition
+would cost more than the task itself (see docs/PERFORMANCE.md).
+
+Layout (all on REDIS_QUEUE_DB, next to the broker's own lists):
+
+- ``jobs:j:{id}``            hash: the record (fields in RECORD_FIELDS)
+- ``jobs:log:{id}``          list: log lines the job wrote (last LOG_LINES_MAX)
+- ``jobs:q:{queue}:{state}`` sorted set of job ids, scored by the time the job
+  entered that state; ZCARD gives the counts in O(1)
+- ``jobs:m:{queue}:{outcome}:{minute}`` completed/failed per minute, kept 2 h
+- ``jobs:dur:{queue}``       hash: job duration histogram (bucket -> count)
+
+Retention (DESIGN.md) is enforced by the same script that records a finished
+job: completed 24 h / 1,000 per queue, failed 7 days / 5,000 per queue.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable
+from functools import cache
+from typing import Any
+
+import redis
+from django.conf import settings
+
+from saas.redis import queue_redis
+
+logger = logging.getLogger(__name__)
+
+PREFIX = "jobs"
+WAITING = "waiting"
+DELAYED = "delayed"
+ACTIVE = "active"
+COMPLETED = "completed"
+FAILED = "failed"
+STATES = (WAITING, DELAYED, ACTIVE, COMPLETED, FAILED)
+FINISHED_STATES = (COMPLETED, FAILED)
+
+RECORD_FIELDS = (
+    "id",
+    "queue",
+    "task",
+    "priority",
+    "args",
+    "kwargs",
+    "salon",
+    "state",
+    "attempts",
+    "progress",
+    "error",
+    "traceback",
+    "worker",
+    "enqueued_at",
+    "eta",
+    "started_at",
+    "finished_at",
+    "truncated",
+)
+
+LOG_LINES_MAX = 200
+DATA_MAX_CHARS = 256 * 1024
+MINUTE_KEY_TTL = 2 * 3600
+#: Upper bounds (seconds) of the job duration histogram.
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+def retention(state: str) -> tuple[int, int]:
+    """(seconds, max records per queue) kept for a finished state."""
+    if state == COMPLETED:
+        return settings.QUEUE_COMPLETED_RETENTION_SECONDS, (
+            settings.QUEUE_COMPLETED_RETENTION_COUNT
+        )
+    if state == FAILED:
+        return settings.QUEUE_FAILED_RETENTION_SECONDS, (
+            settings.QUEUE_FAILED_RETENTION_COUNT
+        )
+    return 0, 0
+
+
+def job_key(job_id: str) -> str:
+    return f"{PREFIX}:j:{job_id}"
+
+
+def log_key(job_id: str) -> str:
+    return f"{PREFIX}:log:{job_id}"
+
+
+def state_key(queue: str, state: str) -> str:
+    return f"{PREFIX}:q:{queue}:{state}"
+
+
+def minute_key(queue: str, outcome: str, minute: int) -> str:
+    return f"{PREFIX}:m:{queue}:{outcome}:{minute}"
+
+
+def duration_key(queue: str) -> str:
+    return f"{PREFIX}:dur:{queue}"
+
+
+def duration_bucket(seconds: float) -> str:
+    for bound in DURATION_BUCKETS:
+        if seconds <= bound:
+            return repr(float(bound))
+    return "+Inf"
+
+
+# One call writes a batch of transitions. ARGV[1] is a JSON array of
+# {id, q (queue), s (state index 1..5; 0 keeps the state), now, ttl (0 = keep),
+#  max (kept per queue), att (1 counts an attempt), db (duration bucket or ''),
+#  d (duration), logs [lines], f {field: value}}; ARGV[2] is the key prefix.
+# Keys are built here from the prefix (the queue DB is one Redis, never a
+# cluster), so a batch costs one round trip and one command.
+_TRANSITIONS = """
+local batch = cjson.decode(ARGV[1])
+local prefix = ARGV[2]
+local states = {'waiting', 'delayed', 'active', 'completed', 'failed'}
+for _, t in ipairs(batch) do
+  local id = t.id
+  local jk = prefix .. ':j:' .. id
+  local lk = prefix .. ':log:' .. id
+  local qk = prefix .. ':q:' .. t.q .. ':'
+  local now = tonumber(t.now)
+  local flat = {}
+  for k, v in pairs(t.f) do
+    flat[#flat + 1] = k
+    flat[#flat + 1] = v
+  end
+  if #flat > 0 then redis.call('HSET', jk, unpack(flat)) end
+  if t.att == 1 then redis.call('HINCRBY', jk, 'attempts', 1) end
+  if #t.logs > 0 then
+    redis.call('RPUSH', lk, unpack(t.logs))
+    redis.call('LTRIM', lk, -__LOG_MAX__, -1)
+  end
+  if t.s > 0 then
+    for i = 1, 5 do
+      if i == t.s then
+        redis.call('ZADD', qk .. states[i], now, id)
+      else
+        redis.call('ZREM', qk .. states[i], id)
+      end
+    end
+    if t.ttl > 0 then
+      local set = qk .. states[t.s]
+      local minute = prefix .. ':m:' .. t.q .. ':' .. states[t.s] .. ':'
+        .. string.format('%d', math.floor(now / 60))
+      redis.call('EXPIRE', jk, t.ttl)
+      redis.call('EXPIRE', lk, t.ttl)
+      redis.call('INCR', minute)
+      redis.call('EXPIRE', minute, __MINUTE_TTL__)
+      local old = redis.call('ZRANGEBYSCORE', set, '-inf', now - t.ttl, 'LIMIT', 0, 500)
+      local excess = redis.call('ZCARD', set) - t.max
+      if excess > 0 then
+        for _, j in ipairs(redis.call('ZRANGE', set, 0, excess - 1)) do
+          old[#old + 1] = j
+        end
+      end
+      for _, j in ipairs(old) do
+        redis.call('DEL', prefix .. ':j:' .. j, prefix .. ':log:' .. j)
+        redis.call('ZREM', set, j)
+      end
+    else
+      redis.call('PERSIST', jk)
+      redis.call('PERSIST', lk)
+    end
+  end
+  if t.db ~= '' then
+    local dk = prefix .. ':dur:' .. t.q
+    redis.call('HINCRBY', dk, t.db, 1)
+    redis.call('HINCRBY', dk, 'count', 1)
+    redis.call('HINCRBYFLOAT', dk, 'sum', t.d)
+  end
+end
+return #batch
+""".replace("__LOG_MAX__", str(LOG_LINES_MAX)).replace(
+    "__MINUTE_TTL__", str(MINUTE_KEY_TTL)
+)
+
+
+@cache
+def _script():
+    return queue_redis().register_script(_TRANSITIONS)
+
+
+def _payload(
+    *,
+    job_id: str,
+    queue: str,
+    state: str | None,
+    fields: dict[str, Any] | None,
+    count_attempt: bool,
+    duration: float | None,
+    log_lines: list[str],
+    now: float,
+) -> dict[str, Any]:
+    ttl, max_kept = retention(state) if state else (0, 0)
+    values = {k: "" if v is None else str(v) for k, v in (fields or {}).items()}
+    if state:
+        values["state"] = state
+    return {
+        "id": job_id,
+        "q": queue,
+        "s": STATES.index(state) + 1 if state else 0,
+        "now": repr(now),
+        "ttl": ttl,
+        "max": max_kept,
+        "att": 1 if count_attempt else 0,
+        "db": duration_bucket(duration) if duration is not None else "",
+        "d": repr(duration or 0.0),
+        "logs": log_lines,
+        "f": values,
+    }
+
+
+def write_transitions(transitions: list[dict[str, Any]], *, sha: str | None = None):
+    """Write transitions (record_transition's keyword arguments) in one call."""
+    body = json.dumps([_payload(**t) for t in transitions], default=str)
+    client = queue_redis()
+    if sha is not None:
+        return client.evalsha(sha, 0, body, PREFIX)
+    return _script()(keys=[], args=[body, PREFIX], client=client)
+
+
+def record_transition(
+    *,
+    job_id: str,
+    queue: str,
+    state: str | None,
+    fields: dict[str, Any] | None = None,
+    count_attempt: bool = False,
+    duration: float | None = None,
+    log_lines: Iterable[str] = (),
+    now: float | None = None,
+    writer: BatchingWriter | None = None,
+) -> None:
+    """Move a job's record into ``state`` (creating it if new), in one round trip.
+
+    With ``state=None`` the record keeps its state and only gains fields, log
+    lines and a duration sample. With a ``writer`` the write happens in the
+    background, batched with others (see BatchingWriter).
+    """
+    transition = {
+        "job_id": job_id,
+        "queue": queue,
+        "state": state,
+        "fields": fields,
+        "count_attempt": count_attempt,
+        "duration": duration,
+        "log_lines": list(log_lines),
+        "now": time.time() if now is None else now,
+    }
+    if writer is not None:
+        writer.send(transition)
+    else:
+        write_transitions([transition])
+
+
+class BatchingWriter:
+    """Worker side: a job hands its transitions to a background thread, which
+    writes them in pipelines BATCH_DELAY later.
+
+    The job never waits for Redis, and one round trip carries the transitions
+    of many jobs. A job that starts and ends within one batch is written once
+    (its start folded into its end), so under load a record costs one script
+    call; a job that runs longer shows as active in the meantime. One thread
+    per process keeps a job's transitions in order. flush() waits for what
+    was handed over (worker shutdown). Errors are logged and dropped: a record
+    is never worth failing a job.
+    """
+
+    BATCH_DELAY = 0.05
+    BATCH_MAX = 1000
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._pending: list[dict[str, Any]] = []
+        self._in_flight = 0
+        self._idle = False
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+        self._sha: str | None = None
+
+    def send(self, transition: dict[str, Any]) -> None:
+        with self._cond:
+            if self._thread is None or self._pid != os.getpid():
+                self._start()
+            self._pending.append(transition)
+            if self._idle:
+                self._cond.notify_all()
+
+    def _start(self) -> None:
+        # After a fork the parent's thread and buffer are not ours.
+        self._pid, self._pending, self._in_flight = os.getpid(), [], 0
+        self._thread = threading.Thread(
+            target=self._run, name="job-records", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending:
+                    self._idle = True
+                    self._cond.wait()
+                self._idle = False
+            time.sleep(self.BATCH_DELAY)
+            with self._cond:
+                batch = self._pending[: self.BATCH_MAX]
+                del self._pending[: self.BATCH_MAX]
+                self._in_flight = len(batch)
+            try:
+                self._write(fold_starts(batch))
+            except Exception as exc:  # keep the writer alive whatever happens
+                logger.warning("%d job records not written: %s", len(batch), exc)
+            finally:
+                with self._cond:
+                    self._in_flight = 0
+                    self._cond.notify_all()
+
+    def _write(self, batch: list[dict[str, Any]]) -> None:
+        if self._sha is None:
+            self._sha = queue_redis().script_load(_TRANSITIONS)
+        try:
+            write_transitions(batch, sha=self._sha)
+        except redis.exceptions.NoScriptError:
+            self._sha = None  # Redis restarted: load the script again
+            raise
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every transition handed over is written."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            if self._thread is None or self._pid != os.getpid():
+                return True
+            self._cond.notify_all()
+            while self._pending or self._in_flight:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+        return True
+
+
+def fold_starts(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Fold a job's start (state active) into its end when both are in the
+    batch: one write instead of two, same record."""
+    last_index: dict[str, int] = {}
+    for i, transition in enumerate(batch):
+        last_index[transition["job_id"]] = i
+    folded: list[dict[str, Any]] = []
+    carried: dict[str, dict[str, Any]] = {}
+    for i, transition in enumerate(batch):
+        job_id = transition["job_id"]
+        if job_id in carried:
+            start = carried.pop(job_id)
+            transition = {
+                **transition,
+                "fields": {**(start["fields"] or {}), **(transition["fields"] or {})},
+                "count_attempt": start["count_attempt"] or transition["count_attempt"],
+            }
+        later_end = last_index[job_id] > i and batch[last_index[job_id]]["state"] in (
+            COMPLETED,
+            FAILED,
+            None,
+        )
+        if transition["state"] == ACTIVE and later_end:
+            carried[job_id] = transition
+            continue
+        folded.append(transition)
+    return folded
+
+
+def record_progress(job_id: str, progress: Any) -> None:
+    """Let a running job report its progress (a percentage or a short text)."""
+    client = queue_redis()
+    if client.exists(job_key(job_id)):
+        client.hset(job_key(job_id), "progress", str(progress))
+
+
+def dump_data(args: Any, kwargs: Any) -> dict[str, str]:
+    """The job's data as stored: JSON, cut (and flagged) past DATA_MAX_CHARS."""
+    args_json = json.dumps(args, default=str)
+    kwargs_json = json.dumps(kwargs, default=str)
+    truncated = len(args_json) + len(kwargs_json) > DATA_MAX_CHARS
+    if truncated:
+        args_json = args_json[: DATA_MAX_CHARS // 2]
+        kwargs_json = kwargs_json[: DATA_MAX_CHARS // 2]
+    return {
+        "args": args_json,
+        "kwargs": kwargs_json,
+        "truncated": "1" if truncated else "",
+    }
+
+
+SALON_KEYS = ("salon_id", "salonId", "salon")
+
+
+def salon_of(args: Any, kwargs: Any) -> str:
+    """The salon a job is about, when its data names one (for search)."""
+    candidates: list[Any] = [kwargs]
+    if isinstance(kwargs, dict):
+        candidates.extend(v for v in kwargs.values() if isinstance(v, dict))
+    if isinstance(args, list | tuple):
+        candidates.extend(a for a in args if isinstance(a, dict))
+    for candidate in candidates:
+        if isinstance(candidate, dict):
+            for key in SALON_KEYS:
+                value = candidate.get(key)
+                if isinstance(value, str | int) and value != "":
+                    return str(value)
+    return ""
+
+
+def record_delete(job_id: str, queue: str, *, client=None) -> None:
+    client = client or queue_redis()
+    pipe = client.pipeline(transaction=False)
+    pipe.delete(job_key(job_id), log_key(job_id))
+    for state in STATES:
+        pipe.zrem(state_key(queue, state), job_id)
+    pipe.execute()

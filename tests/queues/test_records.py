@@ -1,0 +1,117 @@
+"""Every job gets a record from publish to finish, written by Celery signals."""
+
+import pytest
+
+from queues import records
+from queues.definitions import EMAIL, WEBHOOK, Priority
+from queues.selectors import job_detail, queue_jobs, queue_stats
+from queues.services import job_enqueue
+from queues.tasks import queue_test_job
+from tests.utils import wait_until
+
+
+def publish(data, *, queue=WEBHOOK, priority=None):
+    return job_enqueue(
+        queue_test_job, kwargs={"data": data}, queue=queue, priority=priority
+    ).id
+
+
+def state_of(job_id):
+    return (job_detail(job_id) or {}).get("state")
+
+
+@pytest.mark.django_db
+def test_published_job_is_recorded_as_waiting_with_its_data():
+    job_id = publish(
+        {"salonId": "salon-42", "to": "ann@example.com"},
+        queue=EMAIL,
+        priority=Priority.CRITICAL,
+    )
+    job = job_detail(job_id)
+    assert job["state"] == "waiting"
+    assert job["queue"] == "notification:email"
+    assert job["task"] == "queues.test_job"
+    assert job["priority"] == "10"
+    assert job["salon"] == "salon-42"
+    assert "ann@example.com" in job["kwargs"]
+    assert job["enqueued_at"]
+    page = queue_jobs(EMAIL, "waiting")
+    assert [row["id"] for row in page.jobs] == [job_id]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_worker_records_success_failure_and_retries(start_worker):
+    ok = publish({"n": 1})
+    failing = publish({"fail": "no such salon"})
+    flaky = publish({"fail_attempts": 1})
+    start_worker("whatsapp:webhook")
+
+    wait_until(lambda: state_of(ok) == "completed", timeout=30)
+    wait_until(lambda: state_of(failing) == "failed", timeout=30)
+    wait_until(lambda: state_of(flaky) == "completed", timeout=30)
+
+    done = job_detail(ok)
+    assert done["attempts"] == "1"
+    assert done["worker"].startswith("w0-whatsapp_webhook@")
+    assert done["started_at"] and done["finished_at"]
+    assert any("Test job ran with {'n': 1}" in line for line in done["log_lines"])
+
+    failed = job_detail(failing)
+    assert failed["error"] == "PermanentJobError: no such salon"
+    assert "Traceback" in failed["traceback"]
+    assert failed["attempts"] == "1"
+
+    retried = job_detail(flaky)
+    assert retried["attempts"] == "2"
+    assert retried["error"] == "RetryableJobError: attempt 1 fails"
+    assert len(retried["log_lines"]) == 2
+
+    stats = queue_stats(WEBHOOK)
+    assert (stats["completed"], stats["failed"], stats["active"]) == (2, 1, 0)
+
+
+def transition(job_id, state, **fields):
+    return {
+        "job_id": job_id,
+        "queue": WEBHOOK.name,
+        "state": state,
+        "fields": fields,
+        "count_attempt": state == "active",
+        "duration": None,
+        "log_lines": [],
+        "now": 1.0,
+    }
+
+
+def test_a_start_and_its_end_in_one_batch_are_written_once():
+    batch = [
+        transition("a", "active", worker="w1", finished_at=""),
+        transition("b", "active", worker="w2"),
+        transition("a", "completed", finished_at="t"),
+    ]
+    folded = records.fold_starts(batch)
+    assert [(t["job_id"], t["state"]) for t in folded] == [
+        ("b", "active"),
+        ("a", "completed"),
+    ]
+    assert folded[1]["fields"] == {"worker": "w1", "finished_at": "t"}
+    assert folded[1]["count_attempt"] is True
+
+
+@pytest.mark.django_db
+def test_batching_writer_writes_what_it_was_handed():
+    writer = records.BatchingWriter()
+    records.record_transition(
+        job_id="x",
+        queue=WEBHOOK.name,
+        state="active",
+        count_attempt=True,
+        writer=writer,
+    )
+    records.record_transition(
+        job_id="x", queue=WEBHOOK.name, state="completed", writer=writer, duration=0.01
+    )
+    assert writer.flush()
+    job = job_detail("x")
+    assert (job["state"], job["attempts"]) == ("completed", "1")
+    assert queue_stats(WEBHOOK)["completed"] == 1
