@@ -3,6 +3,8 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from saas.api.auth import (
+    PasswordResetConfirmView,
+    PasswordResetView,
     RegisterView,
     ThrottledTokenObtainPairView,
     ThrottledTokenRefreshView,
@@ -16,6 +18,16 @@ api_patterns = [
         "auth/token/refresh/",
         ThrottledTokenRefreshView.as_view(),
         name="auth-token-refresh",
+    ),
+    path(
+        "auth/password-reset/",
+        PasswordResetView.as_view(),
+        name="auth-password-reset",
+    ),
+    path(
+        "auth/password-reset/confirm/",
+        PasswordResetConfirmView.as_view(),
+        name="auth-password-reset-confirm",
     ),
     path("", include("bookings.api.urls")),
     path("", include("messaging.api.urls")),
