@@ -1,7 +1,5 @@
 """E-mail rules: checking job data, rendering, logging and queueing."""
 
-import json
-
 import pytest
 from django.core.exceptions import ValidationError
 
@@ -13,10 +11,9 @@ from notifications.services import (
     email_enqueue,
     email_render,
 )
-from saas.redis import queue_redis
+from tests.utils import queued_jobs
 
 EMAIL_QUEUE = "notification:email"
-PRIORITY_SEP = "\x06\x16"
 
 BOOKING_DATA = {
     "customerName": "Maria <b>Gomez</b>",
@@ -33,12 +30,7 @@ TEMPLATE_DATA = {
 
 
 def queued_email_jobs() -> list[dict]:
-    """The e-mail jobs in the broker, whatever their priority level."""
-    jobs = []
-    for key in queue_redis().keys(f"{EMAIL_QUEUE}*"):
-        for raw in queue_redis().lrange(key, 0, -1):
-            jobs.append(json.loads(raw))
-    return jobs
+    return queued_jobs(EMAIL_QUEUE)
 
 
 @pytest.mark.parametrize("template", sorted(EMAIL_TEMPLATES))
@@ -98,7 +90,9 @@ def test_enqueue_logs_and_queues_after_commit():
     )
     assert EmailLog.objects.get().status == EmailLog.Status.QUEUED
     [job] = queued_email_jobs()
-    assert job["headers"]["task"] == "notifications.email_send"
+    assert job["task"] == "notifications.email_send"
+    assert job["kwargs"]["log_id"] == str(log.pk)
+    assert job["kwargs"]["data"]["to"] == "maria@example.com"
 
 
 @pytest.mark.django_db(transaction=True)
