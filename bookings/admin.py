@@ -105,9 +105,9 @@ class BookingAdmin(admin.ModelAdmin):
             saved = services.booking_create(salon=obj.salon, **data)
         vars(obj).update(vars(saved))  # the admin goes on with obj
 
-    def save_related(self, request, form, formsets, change):
-        # The inline is read-only; the rows are the services' to write.
-        form.save_m2m()
+    def get_inlines(self, request, obj):
+        # The reminders are the service's to create, shown once they exist.
+        return self.inlines if obj is not None else []
 
 
 @admin.register(BookingReminder)
