@@ -22,7 +22,7 @@ from django.utils import timezone
 from bookings.models import Booking, BookingReminder, Salon
 from bookings.signals import bookings_changed
 from messaging.models import Conversation, Message, MessageTemplate
-from messaging.services import conversation_for_customer, wa_id_from_phone
+from messaging.services import wa_id_from_phone
 from messaging.signals import messages_changed
 from messaging.whatsapp import SendResult, WhatsAppError, whatsapp_client
 from notifications.services import email_enqueue
@@ -55,6 +55,9 @@ REMINDER_LEADS: dict[str, timedelta] = {
 }
 #: Rows the dispatcher claims per transaction.
 REMINDER_DISPATCH_BATCH = 500
+#: Reminders per booking:reminder job: each is still sent in a transaction of
+#: its own; the job only spares Celery's per-message cost (bench/reminders.py).
+REMINDER_JOB_SIZE = 25
 #: A row queued this long ago whose job never finished (lost publish, a broker
 #: flushed) is queued again; the job's row lock makes a duplicate job harmless.
 REMINDER_REQUEUE_AFTER = timedelta(minutes=15)
@@ -452,9 +455,11 @@ def _publish_reminder_jobs(reminder_ids: list[int]) -> None:
     from bookings.tasks import reminder_send
 
     with current_app.producer_or_acquire() as producer:
-        for reminder_id in reminder_ids:
+        for start in range(0, len(reminder_ids), REMINDER_JOB_SIZE):
             reminder_send.apply_async(
-                kwargs={"reminder_id": reminder_id},
+                kwargs={
+                    "reminder_ids": reminder_ids[start : start + REMINDER_JOB_SIZE]
+                },
                 priority=celery_priority(Priority.REMINDER),
                 producer=producer,
             )
@@ -608,6 +613,26 @@ def _reminder_close(reminder: BookingReminder, status: str, reason: str) -> None
     )
 
 
+def _conversation_touch(booking: Booking, *, wa_id: str, now: datetime) -> Conversation:
+    """The customer's conversation with its last_message_at moved to ``now``;
+    a new one (named after the booking) on first contact."""
+    touched = Conversation.objects.filter(salon=booking.salon, customer_wa_id=wa_id)
+    if touched.update(last_message_at=now):
+        return touched.get()
+    new = Conversation(
+        salon=booking.salon,
+        customer_wa_id=wa_id,
+        customer_name=booking.customer_name,
+        last_message_at=now,
+    )
+    Conversation.objects.bulk_create([new], ignore_conflicts=True)
+    # Lost a race with an inbound message's insert: take the row it made.
+    conversation = touched.get()
+    if conversation.pk != new.pk:
+        touched.update(last_message_at=now)
+    return conversation
+
+
 def _reminder_record(
     reminder: BookingReminder,
     booking: Booking,
@@ -619,11 +644,7 @@ def _reminder_record(
 ) -> Message:
     """The sent reminder as an outbound Message, the booking's stamp, the row
     marked sent: all in the transaction that holds the row."""
-    conversation = Conversation.objects.filter(
-        salon=booking.salon, customer_wa_id=wa_id
-    ).first() or conversation_for_customer(
-        salon=booking.salon, wa_id=wa_id, name=booking.customer_name
-    )
+    conversation = _conversation_touch(booking, wa_id=wa_id, now=now)
     message = Message.objects.create(
         salon=booking.salon,
         conversation=conversation,
@@ -636,7 +657,6 @@ def _reminder_record(
         sent_at=now,
         created_at=now,
     )
-    Conversation.objects.filter(pk=conversation.pk).update(last_message_at=now)
     transaction.on_commit(
         lambda: messages_changed.send(
             sender=None, salon_id=booking.salon_id, conversation_ids=[conversation.pk]
@@ -659,19 +679,15 @@ def _reminder_record(
 @transaction.atomic
 def _reminder_attempt(reminder_id: int) -> tuple[BookingReminder | None, str]:
     """One try under the booking's and the row's locks: (row, retryable error)."""
-    booking_id = (
-        BookingReminder.objects.filter(pk=reminder_id)
-        .values_list("booking_id", flat=True)
-        .first()
-    )
-    if booking_id is None:
-        return None, ""  # the booking was deleted
     # Booking first, then the row: the order booking_cancel/booking_update use.
     booking = (
         Booking.objects.select_for_update(of=("self",))
         .select_related("salon")
-        .get(pk=booking_id)
+        .filter(reminders__pk=reminder_id)
+        .first()
     )
+    if booking is None:
+        return None, ""  # the booking was deleted
     reminder = BookingReminder.objects.select_for_update().get(pk=reminder_id)
     if reminder.status != BookingReminder.Status.QUEUED:
         return reminder, ""  # sent, skipped, failed, or rescheduled meanwhile
@@ -722,3 +738,26 @@ def reminder_deliver(*, reminder_id: int) -> BookingReminder | None:
     if retryable_error:
         raise RetryableJobError(retryable_error)
     return reminder
+
+
+def reminders_deliver(*, reminder_ids: list[int]) -> dict[str, int]:
+    """A booking:reminder job: each reminder as in ``reminder_deliver``, each in
+    its own transaction. When some hit a retryable error, the rest are still
+    done and then RetryableJobError retries the job; on the retry the rows
+    already sent, skipped or failed are no-ops."""
+    outcome: dict[str, int] = {}
+    retry_errors = []
+    for reminder_id in reminder_ids:
+        try:
+            reminder = reminder_deliver(reminder_id=reminder_id)
+        except RetryableJobError as exc:
+            retry_errors.append(f"{reminder_id}: {exc}")
+            continue
+        status = reminder.status if reminder else "deleted"
+        outcome[status] = outcome.get(status, 0) + 1
+    if retry_errors:
+        raise RetryableJobError(
+            f"{len(retry_errors)} of {len(reminder_ids)} reminders will be retried: "
+            + "; ".join(retry_errors[:5])
+        )
+    return outcome

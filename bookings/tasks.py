@@ -16,7 +16,6 @@ def reminder_dispatch() -> dict:
 
 
 @shared_task(name="bookings.reminder_send", **queue_task_options(REMINDER))
-def reminder_send(reminder_id: int) -> str | None:
-    """Send one queued reminder (at most once; see services.reminder_deliver)."""
-    reminder = services.reminder_deliver(reminder_id=reminder_id)
-    return reminder.status if reminder else None
+def reminder_send(reminder_ids: list[int]) -> dict[str, int]:
+    """Send queued reminders, each at most once (services.reminder_deliver)."""
+    return services.reminders_deliver(reminder_ids=reminder_ids)

@@ -61,8 +61,9 @@ def row(booking, kind) -> BookingReminder:
 
 def reminder_job_ids() -> list[int]:
     return [
-        job["kwargs"]["reminder_id"]
+        reminder_id
         for job in queued_jobs(REMINDER_JOBS, task="bookings.reminder_send")
+        for reminder_id in job["kwargs"]["reminder_ids"]
     ]
 
 
@@ -82,7 +83,7 @@ def test_dispatch_queues_only_what_is_due_at_priority_seven(salon, clock):
     assert row(early, HOUR).status == "pending"
     assert row(late, DAY).status == "pending"
     [job] = queued_jobs(REMINDER_JOBS)
-    assert job["kwargs"] == {"reminder_id": row(early, DAY).pk}
+    assert job["kwargs"] == {"reminder_ids": [row(early, DAY).pk]}
     assert job["key"] == PRIORITY_SEVEN
     # Nothing more is due: a second beat queues nothing again.
     assert services.reminder_dispatch().queued == 0
@@ -147,6 +148,10 @@ def test_two_dispatchers_at_once_claim_each_reminder_once(salon):
     assert all(r.queued > 0 for r in reports), "both dispatchers should claim some"
     ids = reminder_job_ids()
     assert len(ids) == count
+    jobs = queued_jobs(REMINDER_JOBS)
+    assert max(len(job["kwargs"]["reminder_ids"]) for job in jobs) == (
+        services.REMINDER_JOB_SIZE
+    )
     assert Counter(ids).most_common(1)[0][1] == 1
     day_before = BookingReminder.objects.filter(kind=DAY)
     assert set(ids) == set(day_before.values_list("pk", flat=True))
