@@ -154,7 +154,13 @@ def create_bookings(count: int, due_at):
 
 
 def start_worker(concurrency: int, log_path: Path) -> subprocess.Popen:
-    env = {**os.environ, "LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1"}
+    # Connections kept for the whole run, so their backends' CPU can be read.
+    env = {
+        **os.environ,
+        "LOG_LEVEL": "INFO",
+        "PYTHONUNBUFFERED": "1",
+        "CONN_MAX_AGE": "3600",
+    }
     log = open(log_path, "wb")
     return subprocess.Popen(
         [
@@ -191,6 +197,50 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
             return value
         time.sleep(interval)
     sys.exit(f"bench: timed out after {timeout:.0f}s waiting for {what}")
+
+
+def process_cpu(pids: list[int]) -> float:
+    """CPU seconds (user + system) these processes have used so far."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
+def worker_tree(pid: int) -> list[int]:
+    pids = [pid]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                pids.append(int(entry.name))
+    return pids
+
+
+def postgres_backends() -> list[int]:
+    """The bench database's backends but ours (the worker's connections)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid()"
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+def cpu_now(worker: subprocess.Popen) -> float:
+    """CPU seconds used so far by the worker's processes and their backends."""
+    return process_cpu(worker_tree(worker.pid)) + process_cpu(postgres_backends())
 
 
 def succeeded(log_path: Path) -> int:
@@ -269,6 +319,7 @@ def main() -> None:
         )
         # T0: the due time. Sleep until it, then dispatch as beat's tick would.
         time.sleep(max((due_at - timezone.now()).total_seconds(), 0))
+        cpu_before = cpu_now(worker)
         dispatch_started = time.monotonic()
         report = services.reminder_dispatch()
         dispatch_seconds = time.monotonic() - dispatch_started
@@ -278,9 +329,10 @@ def main() -> None:
             status="sent"
         )
         wait_for(lambda: not pending.exists(), timeout=1200, what="all reminders sent")
+        wall = time.monotonic() - dispatch_started
+        cpu_reminders = cpu_now(worker) - cpu_before
         last_sent = BookingReminder.objects.aggregate(last=Max("sent_at"))["last"]
         due_to_last = (last_sent - due_at).total_seconds()
-        wall = time.monotonic() - dispatch_started
 
         # The exactly-once window: from the send's return (sent_at is taken
         # just before it, the console send takes microseconds) to the row's
@@ -299,7 +351,11 @@ def main() -> None:
         wamids = Message.objects.values("wamid").distinct().count()
         reminder_runs = log.count(SUCCEEDED)
 
-        baseline = None if args.skip_baseline else run_baseline(args.count, log_path)
+        baseline = cpu_baseline = None
+        if not args.skip_baseline:
+            cpu_before = cpu_now(worker)
+            baseline = run_baseline(args.count, log_path)
+            cpu_baseline = cpu_now(worker) - cpu_before
     finally:
         worker.terminate()
         try:
@@ -328,12 +384,22 @@ def main() -> None:
         f"dispatch -> all rows sent (wall): {wall:.1f}s, "
         f"{args.count / wall:.0f} reminders/s"
     )
+    per_reminder = cpu_reminders / args.count
+    print(
+        f"CPU per reminder (worker processes + their PostgreSQL backends): "
+        f"{per_reminder * 1000:.2f} ms; two idle cores would send "
+        f"{2 / per_reminder:.0f}/s, 10,000 in {10_000 * per_reminder / 2:.0f}s"
+    )
     if baseline is not None:
         print(
             f"baseline (same worker, jobs for {args.count} ids that find no row): "
             f"{baseline:.1f}s, {args.count / baseline:.0f} jobs/s"
         )
-        print(f"ratio reminders / baseline: {wall / baseline:.2f}x")
+        print(
+            f"  CPU per id: {cpu_baseline / args.count * 1000:.2f} ms; "
+            f"ratio reminders / baseline: wall {wall / baseline:.2f}x, "
+            f"CPU {cpu_reminders / cpu_baseline:.2f}x"
+        )
     print(
         f"exactly once: {sends} console sends, {messages} messages, "
         f"{wamids} distinct wamids, {reminder_runs} jobs of up to "

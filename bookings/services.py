@@ -373,12 +373,15 @@ def reminder_schedule(
         )
     if timezone.is_naive(due_at):
         raise ValidationError({"sendAt": "Give the time with its UTC offset."})
-    booking = (
-        Booking.objects.select_for_update(of=("self",))
-        .filter(pk=booking_id)
-        .select_related("salon")
-        .first()
-    )
+    try:
+        booking = (
+            Booking.objects.select_for_update(of=("self",))
+            .filter(pk=booking_id)
+            .select_related("salon")
+            .first()
+        )
+    except ValidationError:  # not a UUID
+        booking = None
     if booking is None:
         raise ValidationError({"bookingId": "Unknown booking."})
     if not booking.is_active:

@@ -256,6 +256,7 @@ def test_reminder_schedule_keeps_the_seed_call_shape(salon):
     [
         ({"kind": "week_before"}, "reminderType"),
         ({"booking_id": "00000000-0000-0000-0000-000000000000"}, "bookingId"),
+        ({"booking_id": "booking-789"}, "bookingId"),
         ({"due_at": datetime(2026, 12, 3, 9, 0)}, "sendAt"),
         ({"due_at": NOW + timedelta(days=4)}, "sendAt"),
     ],
