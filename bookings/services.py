@@ -58,6 +58,9 @@ REMINDER_DISPATCH_BATCH = 500
 #: Reminders per booking:reminder job: each is still sent in a transaction of
 #: its own; the job only spares Celery's per-message cost (bench/reminders.py).
 REMINDER_JOB_SIZE = 25
+#: A job starts no new send after this long and hands the rest to a new job,
+#: so a slow Meta never drives it into the task time limit mid-send.
+REMINDER_JOB_BUDGET_SECONDS = 30.0
 #: A row queued this long ago whose job never finished (lost publish, a broker
 #: flushed) is queued again; the job's row lock makes a duplicate job harmless.
 REMINDER_REQUEUE_AFTER = timedelta(minutes=15)
@@ -750,7 +753,13 @@ def reminders_deliver(*, reminder_ids: list[int]) -> dict[str, int]:
     already sent, skipped or failed are no-ops."""
     outcome: dict[str, int] = {}
     retry_errors = []
-    for reminder_id in reminder_ids:
+    started = time.monotonic()
+    for position, reminder_id in enumerate(reminder_ids):
+        if position and time.monotonic() - started > REMINDER_JOB_BUDGET_SECONDS:
+            rest = list(reminder_ids[position:])
+            _publish_reminder_jobs(rest)
+            outcome["handed_on"] = len(rest)
+            break
         try:
             reminder = reminder_deliver(reminder_id=reminder_id)
         except RetryableJobError as exc:

@@ -353,3 +353,22 @@ def test_a_deleted_booking_is_a_no_op(salon, clock):
     booking.delete()
     assert services.reminder_deliver(reminder_id=reminder.pk) is None
     assert not Message.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_job_over_its_time_budget_hands_the_rest_on(salon, clock, monkeypatch):
+    bookings = [book(salon) for _ in range(3)]
+    clock.move_to(DAY_DUE)
+    services.reminder_dispatch()
+    ids = [row(b, DAY).pk for b in bookings]
+    from saas.redis import queue_redis
+
+    queue_redis().flushdb()
+    monkeypatch.setattr(services, "REMINDER_JOB_BUDGET_SECONDS", -1)
+
+    outcome = services.reminders_deliver(reminder_ids=ids)
+
+    assert outcome == {"sent": 1, "handed_on": 2}
+    assert row(bookings[0], DAY).status == "sent"
+    assert reminder_job_ids() == ids[1:]
+    assert {row(b, DAY).status for b in bookings[1:]} == {"queued"}
