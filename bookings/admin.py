@@ -1,6 +1,9 @@
+from django import forms
 from django.contrib import admin
+from django.core.exceptions import ValidationError
 
-from bookings.models import Booking, Salon
+from bookings import services
+from bookings.models import Booking, BookingReminder, Salon
 
 
 @admin.register(Salon)
@@ -18,9 +21,57 @@ class SalonAdmin(admin.ModelAdmin):
     raw_id_fields = ("owner",)
     readonly_fields = ("id", "created_at", "updated_at")
 
+    def save_model(self, request, obj, form, change):
+        """Through the services, like the API: a new salon welcomes its owner."""
+        data = {
+            name: form.cleaned_data[name] for name in services.SALON_EDITABLE_FIELDS
+        }
+        if change:
+            saved = services.salon_update(salon=obj, data=data)
+        else:
+            saved = services.salon_create(owner=obj.owner, **data)
+        vars(obj).update(vars(saved))  # the admin goes on with obj
+
+
+class BookingAdminForm(forms.ModelForm):
+    class Meta:
+        model = Booking
+        fields = ["salon", *services.BOOKING_EDITABLE_FIELDS]
+
+    def clean(self):
+        cleaned = super().clean()
+        if self.errors:
+            return cleaned
+        candidate = Booking(
+            customer_phone=cleaned["customer_phone"],
+            service_name=cleaned["service_name"],
+            start_at=cleaned["start_at"],
+        )
+        start_changed = self.instance._state.adding or "start_at" in self.changed_data
+        try:
+            services.booking_check(candidate, start_changed=start_changed)
+        except ValidationError as exc:
+            self.add_error(None, exc)
+        else:
+            cleaned["customer_phone"] = candidate.customer_phone
+        return cleaned
+
+
+class BookingReminderInline(admin.TabularInline):
+    model = BookingReminder
+    extra = 0
+    can_delete = False
+    fields = ("kind", "status", "due_at", "send_by", "attempts", "reason", "sent_at")
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
 
 @admin.register(Booking)
 class BookingAdmin(admin.ModelAdmin):
+    form = BookingAdminForm
+    inlines = [BookingReminderInline]
     list_display = (
         "customer_name",
         "service_name",
@@ -40,3 +91,44 @@ class BookingAdmin(admin.ModelAdmin):
     date_hierarchy = "start_at"
     raw_id_fields = ("salon",)
     readonly_fields = ("id", "metadata", "created_at", "updated_at")
+
+    def save_model(self, request, obj, form, change):
+        """The same service as the API: reminders, e-mails, rules."""
+        data = {
+            name: form.cleaned_data[name]
+            for name in services.BOOKING_EDITABLE_FIELDS
+            if name in form.cleaned_data
+        }
+        if change:
+            saved = services.booking_update(booking=obj, data=data)
+        else:
+            saved = services.booking_create(salon=obj.salon, **data)
+        vars(obj).update(vars(saved))  # the admin goes on with obj
+
+    def get_inlines(self, request, obj):
+        # The reminders are the service's to create, shown once they exist.
+        return self.inlines if obj is not None else []
+
+
+@admin.register(BookingReminder)
+class BookingReminderAdmin(admin.ModelAdmin):
+    list_display = (
+        "booking",
+        "kind",
+        "status",
+        "due_at",
+        "attempts",
+        "reason",
+        "sent_at",
+    )
+    list_filter = ("status", "kind")
+    search_fields = ("booking__id", "booking__customer_name", "wamid", "reason")
+    date_hierarchy = "due_at"
+    list_select_related = ("booking",)
+    readonly_fields = [field.name for field in BookingReminder._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False

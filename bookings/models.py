@@ -82,3 +82,67 @@ class Booking(models.Model):
     @property
     def is_active(self) -> bool:
         return self.status in self.ACTIVE_STATUSES
+
+
+class BookingReminder(models.Model):
+    """One reminder of a booking, scheduled in the database (never a broker ETA).
+
+    Beat's dispatcher claims the due pending rows and queues them; the job sends
+    and marks the row sent in the transaction that records the message.
+    """
+
+    class Kind(models.TextChoices):
+        DAY_BEFORE = "day_before"
+        HOUR_BEFORE = "hour_before"
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        QUEUED = "queued"
+        SENT = "sent"
+        SKIPPED = "skipped"
+        FAILED = "failed"
+
+    booking = models.ForeignKey(
+        Booking, on_delete=models.CASCADE, related_name="reminders"
+    )
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    due_at = models.DateTimeField(help_text="When the reminder is meant to go out.")
+    send_by = models.DateTimeField(
+        help_text="Past this (half the lead time before the start) it is skipped."
+    )
+    booking_start_at = models.DateTimeField(
+        help_text="The booking's start this reminder was scheduled for."
+    )
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.PENDING
+    )
+    attempts = models.PositiveSmallIntegerField(default=0)
+    reason = models.CharField(
+        max_length=255, blank=True, help_text="Why it was skipped or failed."
+    )
+    last_error = models.JSONField(null=True, blank=True)
+    queued_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    wamid = models.CharField(max_length=255, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["due_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["booking", "kind"], name="uniq_reminder_booking_kind"
+            )
+        ]
+        indexes = [
+            # The dispatcher's query: pending rows by due time.
+            models.Index(
+                fields=["due_at"],
+                name="reminder_pending_due_idx",
+                condition=models.Q(status="pending"),
+            ),
+            models.Index(fields=["status", "due_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} reminder of {self.booking_id} ({self.status})"

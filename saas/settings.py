@@ -266,6 +266,16 @@ else:
     EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
 EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
 DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="Salon <no-reply@localhost>")
+SMTP_EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+if not DEBUG and (
+    EMAIL_BACKEND != SMTP_EMAIL_BACKEND
+    or not (env("EMAIL_URL", default="") or env("EMAIL_HOST", default=""))
+):
+    raise ImproperlyConfigured(
+        "No SMTP host is configured and DEBUG is off: e-mails would be lost. Set "
+        "EMAIL_URL (e.g. smtp+tls://user:password@smtp.example.com:587) or "
+        "EMAIL_BACKEND=django.core.mail.backends.smtp.EmailBackend with EMAIL_HOST."
+    )
 
 # --- REST API ---------------------------------------------------------------
 REST_FRAMEWORK = {

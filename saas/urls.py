@@ -5,6 +5,8 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from messaging.api.views import whatsapp_webhook
 from queues.metrics import metrics_view
 from saas.api.auth import (
+    PasswordResetConfirmView,
+    PasswordResetView,
     RegisterView,
     ThrottledTokenObtainPairView,
     ThrottledTokenRefreshView,
@@ -18,6 +20,16 @@ api_patterns = [
         "auth/token/refresh/",
         ThrottledTokenRefreshView.as_view(),
         name="auth-token-refresh",
+    ),
+    path(
+        "auth/password-reset/",
+        PasswordResetView.as_view(),
+        name="auth-password-reset",
+    ),
+    path(
+        "auth/password-reset/confirm/",
+        PasswordResetConfirmView.as_view(),
+        name="auth-password-reset-confirm",
     ),
     path("", include("bookings.api.urls")),
     path("", include("messaging.api.urls")),

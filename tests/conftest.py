@@ -152,3 +152,13 @@ def make_redis_server(tmp_path):
     yield make
     for server in servers:
         server.stop()
+
+
+@pytest.fixture
+def smtp_server():
+    """A real SMTP server (aiosmtpd) on a free port; workers get its EMAIL_URL."""
+    from tests.smtp import SMTPServer
+
+    server = SMTPServer().start()
+    yield server
+    server.stop()

@@ -26,3 +26,31 @@ def wait_until(
         f"condition not met within {timeout:.1f}s: {message or predicate} "
         f"(last: {last!r})"
     )
+
+
+def queued_jobs(queue_name: str, task: str | None = None) -> list[dict]:
+    """Jobs waiting in a queue's broker lists (every priority level), decoded;
+    only ``task``'s when given. Each has its kwargs under "kwargs"."""
+    import base64
+    import json
+
+    from saas.redis import queue_redis
+
+    jobs = []
+    for key in queue_redis().keys(f"{queue_name}*"):
+        if queue_redis().type(key) != "list":
+            continue
+        for raw in queue_redis().lrange(key, 0, -1):
+            message = json.loads(raw)
+            if task and message["headers"]["task"] != task:
+                continue
+            body = json.loads(base64.b64decode(message["body"]))
+            jobs.append(
+                {
+                    "task": message["headers"]["task"],
+                    "priority": message["properties"].get("priority"),
+                    "key": key,
+                    "kwargs": body[1],
+                }
+            )
+    return jobs

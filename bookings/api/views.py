@@ -62,7 +62,9 @@ class BookingViewSet(viewsets.ModelViewSet):
         )
 
     def perform_create(self, serializer):
-        serializer.instance = services.booking_create(**serializer.validated_data)
+        serializer.instance = services.booking_create(
+            actor=self.request.user, **serializer.validated_data
+        )
 
     def perform_update(self, serializer):
         serializer.instance = services.booking_update(

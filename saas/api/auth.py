@@ -1,16 +1,27 @@
 """Registration and JWT tokens: throttled, on their own cache alias."""
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.password_validation import validate_password
+from django.contrib.auth.tokens import default_token_generator
 from django.core.cache import caches
+from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.utils.encoding import force_bytes
+from django.utils.http import urlsafe_base64_decode, urlsafe_base64_encode
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, permissions, serializers, status
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.throttling import SimpleRateThrottle
+from rest_framework_simplejwt.token_blacklist.models import (
+    BlacklistedToken,
+    OutstandingToken,
+)
 from rest_framework_simplejwt.tokens import RefreshToken
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
+
+from notifications.services import email_enqueue
 
 User = get_user_model()
 
@@ -95,3 +106,107 @@ class ThrottledTokenObtainPairView(TokenObtainPairView):
 
 class ThrottledTokenRefreshView(TokenRefreshView):
     throttle_classes = [AuthRateThrottle]
+
+
+# --- Password reset -----------------------------------------------------------
+
+RESET_REQUESTED = {
+    "detail": "If an account uses this address, a password reset e-mail is on its way."
+}
+
+
+def password_reset_token(user) -> str:
+    """One-time: it stops working once the password changes (or it expires)."""
+    uid = urlsafe_base64_encode(force_bytes(user.pk))
+    return f"{uid}.{default_token_generator.make_token(user)}"
+
+
+def _user_for_reset_token(token: str):
+    uid, _, secret = token.partition(".")
+    try:
+        user = User.objects.get(pk=urlsafe_base64_decode(uid).decode())
+    except (ValueError, TypeError, OverflowError, User.DoesNotExist):
+        return None
+    if not user.is_active or not default_token_generator.check_token(user, secret):
+        return None
+    return user
+
+
+@transaction.atomic
+def password_reset_request(*, email: str) -> int:
+    """Mail a reset token to each active account with this address; the caller
+    answers the same whether there was one or not."""
+    users = [
+        user
+        for user in User.objects.filter(email__iexact=email, is_active=True)
+        if user.has_usable_password()
+    ]
+    for user in users:
+        email_enqueue(
+            to=user.email,
+            template="password_reset",
+            data={
+                "userName": user.get_full_name() or user.get_username(),
+                "resetToken": password_reset_token(user),
+                "expiresHours": settings.PASSWORD_RESET_TIMEOUT // 3600,
+            },
+        )
+    return len(users)
+
+
+@transaction.atomic
+def password_reset_confirm(*, token: str, new_password: str):
+    """Set the new password; the token and every refresh token die with it."""
+    user = _user_for_reset_token(token)
+    if user is None:
+        raise ValidationError({"token": "This reset token is invalid or expired."})
+    try:
+        validate_password(new_password, user=user)
+    except ValidationError as exc:
+        raise ValidationError({"new_password": exc.messages}) from None
+    user.set_password(new_password)
+    user.save(update_fields=["password"])
+    for outstanding in OutstandingToken.objects.filter(user=user):
+        BlacklistedToken.objects.get_or_create(token=outstanding)
+    return user
+
+
+class PasswordResetSerializer(serializers.Serializer):
+    email = serializers.EmailField()
+
+
+class PasswordResetConfirmSerializer(serializers.Serializer):
+    token = serializers.CharField(max_length=512)
+    new_password = serializers.CharField(write_only=True, max_length=128)
+
+
+class DetailSerializer(serializers.Serializer):
+    detail = serializers.CharField()
+
+
+class PasswordResetView(generics.GenericAPIView):
+    permission_classes = [permissions.AllowAny]
+    authentication_classes = []
+    throttle_classes = [AuthRateThrottle]
+    serializer_class = PasswordResetSerializer
+
+    @extend_schema(responses=DetailSerializer)
+    def post(self, request):
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        password_reset_request(email=serializer.validated_data["email"])
+        return Response(RESET_REQUESTED, status=status.HTTP_200_OK)
+
+
+class PasswordResetConfirmView(generics.GenericAPIView):
+    permission_classes = [permissions.AllowAny]
+    authentication_classes = []
+    throttle_classes = [AuthRateThrottle]
+    serializer_class = PasswordResetConfirmSerializer
+
+    @extend_schema(responses=DetailSerializer)
+    def post(self, request):
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        password_reset_confirm(**serializer.validated_data)
+        return Response({"detail": "Your password is changed."})

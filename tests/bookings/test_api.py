@@ -154,3 +154,133 @@ def test_schema_and_docs_answer(api_client):
     assert api_client.get("/api/schema/").status_code == 200
     assert api_client.get("/api/docs/").status_code == 200
     assert api_client.get("/healthz").json() == {"status": "ok"}
+
+
+# --- lifecycle through HTTP: reminders and e-mails ----------------------------
+
+
+def lifecycle_snapshot():
+    from bookings.models import BookingReminder
+    from notifications.models import EmailLog
+    from tests.utils import queued_jobs
+
+    return (
+        Booking.objects.count(),
+        BookingReminder.objects.count(),
+        EmailLog.objects.count(),
+        len(queued_jobs("notification:email")) + len(queued_jobs("booking:reminder")),
+    )
+
+
+def test_create_answers_201_with_reminders_and_a_queued_confirmation(
+    auth_client, salon, django_capture_on_commit_callbacks
+):
+    from bookings.models import BookingReminder
+    from notifications.models import EmailLog
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = auth_client.post(
+            "/api/bookings/",
+            booking_body(salon, customer_email="maria@example.com"),
+            format="json",
+        )
+    assert response.status_code == 201, response.content
+    booking_id = response.json()["id"]
+    assert set(
+        BookingReminder.objects.filter(booking_id=booking_id).values_list(
+            "kind", "status"
+        )
+    ) == {("day_before", "pending"), ("hour_before", "pending")}
+    log = EmailLog.objects.get()
+    assert (log.template, log.to, log.data["bookingId"]) == (
+        "booking_confirmation",
+        "maria@example.com",
+        booking_id,
+    )
+    assert lifecycle_snapshot()[3] == 1  # the e-mail job; reminders wait in rows
+
+
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        ({"customer_phone": "0034 612"}, "customer_phone"),
+        ({"start_at": "2020-01-01T10:00:00Z"}, "start_at"),
+        ({"salon": "00000000-0000-0000-0000-000000000000"}, "salon"),
+        ({"salon": "not-a-uuid"}, "salon"),
+    ],
+)
+def test_bad_booking_leaves_no_reminder_mail_or_job(
+    auth_client, salon, overrides, field, django_capture_on_commit_callbacks
+):
+    before = lifecycle_snapshot()
+    with django_capture_on_commit_callbacks(execute=True):
+        response = auth_client.post(
+            "/api/bookings/",
+            {**booking_body(salon, customer_email="maria@example.com"), **overrides},
+            format="json",
+        )
+    assert response.status_code == 400 and field in response.json()
+    assert lifecycle_snapshot() == before
+
+
+def test_another_tenants_salon_leaves_nothing(
+    other_client, salon, django_capture_on_commit_callbacks
+):
+    before = lifecycle_snapshot()
+    with django_capture_on_commit_callbacks(execute=True):
+        response = other_client.post(
+            "/api/bookings/",
+            booking_body(salon, customer_email="maria@example.com"),
+            format="json",
+        )
+    assert response.status_code == 400 and "salon" in response.json()
+    assert lifecycle_snapshot() == before
+
+
+def test_cancel_endpoint_mails_and_stops_reminders(
+    auth_client, salon, django_capture_on_commit_callbacks
+):
+    from bookings.models import BookingReminder
+    from notifications.models import EmailLog
+
+    created = auth_client.post(
+        "/api/bookings/",
+        booking_body(salon, customer_email="maria@example.com"),
+        format="json",
+    ).json()
+    with django_capture_on_commit_callbacks(execute=True):
+        response = auth_client.post(f"/api/bookings/{created['id']}/cancel/")
+    assert response.status_code == 200 and response.json()["status"] == "cancelled"
+    assert set(
+        BookingReminder.objects.filter(booking_id=created["id"]).values_list(
+            "status", flat=True
+        )
+    ) == {"skipped"}
+    assert EmailLog.objects.filter(template="booking_cancelled").count() == 1
+
+
+def test_patch_start_reschedules_reminders(auth_client, salon):
+    from bookings.models import BookingReminder
+
+    created = auth_client.post(
+        "/api/bookings/", booking_body(salon), format="json"
+    ).json()
+    response = auth_client.patch(
+        f"/api/bookings/{created['id']}/",
+        {"start_at": "2099-06-01T10:00:00Z"},
+        format="json",
+    )
+    assert response.status_code == 200, response.content
+    due = BookingReminder.objects.get(
+        booking_id=created["id"], kind="hour_before"
+    ).due_at
+    assert due.isoformat() == "2099-06-01T09:00:00+00:00"
+
+
+def test_creating_a_salon_welcomes_the_owner(auth_client, user):
+    from notifications.models import EmailLog
+
+    response = auth_client.post("/api/salons/", SALON, format="json")
+    assert response.status_code == 201
+    log = EmailLog.objects.get()
+    assert (log.template, log.to) == ("salon_welcome", user.email)

@@ -14,6 +14,7 @@ BASE_ENV = {
     "JWT_SIGNING_KEY": "another-real-secret-0123456789-abcdefghijklmnop",
     "WHATSAPP_APP_SECRET": "meta-app-secret",
     "ENV_FILE": "/nonexistent",
+    "EMAIL_URL": "smtp+tls://mailer:pw@smtp.example.com:587",
 }
 
 
@@ -44,4 +45,29 @@ def test_missing_secret_stops_startup(name):
 
 def test_debug_allows_development_defaults():
     env = {"PATH": "/usr/bin:/bin", "DEBUG": "true", "ENV_FILE": "/nonexistent"}
+    assert run_check(env).returncode == 0
+
+
+@pytest.mark.parametrize(
+    "email_env",
+    [{}, {"EMAIL_HOST": "smtp.example.com", "EMAIL_BACKEND": "console"}],
+    ids=["nothing", "non-smtp-backend"],
+)
+def test_production_without_smtp_host_stops_startup(email_env):
+    env = {k: v for k, v in BASE_ENV.items() if k != "EMAIL_URL"}
+    email_env = {
+        k: v.replace("console", "django.core.mail.backends.console.EmailBackend")
+        for k, v in email_env.items()
+    }
+    result = run_check({**env, **email_env})
+    assert result.returncode != 0
+    assert "No SMTP host is configured and DEBUG is off" in result.stderr
+
+
+def test_production_with_email_host_starts():
+    env = {k: v for k, v in BASE_ENV.items() if k != "EMAIL_URL"}
+    env.update(
+        EMAIL_BACKEND="django.core.mail.backends.smtp.EmailBackend",
+        EMAIL_HOST="smtp.example.com",
+    )
     assert run_check(env).returncode == 0

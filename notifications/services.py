@@ -1,0 +1,218 @@
+"""E-mail: check, log and enqueue (callers' side); render and send (the job's).
+
+Job data keeps the seed's shape: {"to", "subject", "template", "data", "priority"},
+with the template's variables in ``data`` under the seed's names (customerName,
+serviceName, serviceDate, ...).
+"""
+
+import logging
+import smtplib
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.mail import EmailMultiAlternatives
+from django.core.validators import validate_email
+from django.db import transaction
+from django.template.loader import render_to_string
+from django.utils import timezone
+
+from notifications.models import EmailLog
+from queues.definitions import (
+    EMAIL,
+    PermanentJobError,
+    Priority,
+    RetryableJobError,
+)
+from queues.services import job_enqueue
+
+logger = logging.getLogger(__name__)
+
+#: Each template and the variables it cannot do without.
+EMAIL_TEMPLATES: dict[str, tuple[str, ...]] = {
+    "booking_confirmation": ("customerName", "serviceName", "serviceDate", "salonName"),
+    "booking_cancelled": ("customerName", "serviceName", "serviceDate", "salonName"),
+    "salon_welcome": ("ownerName", "salonName"),
+    "password_reset": ("userName", "resetToken"),
+}
+
+
+class EmailJobError(ValueError):
+    """Job data no retry can fix: unknown template, bad address, missing variable."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
+def email_check(*, to: Any, template: Any, data: Any) -> None:
+    """Raise EmailJobError naming the first thing wrong with a job."""
+    if template not in EMAIL_TEMPLATES:
+        raise EmailJobError(
+            "template",
+            f"Unknown e-mail template {template!r}; expected one of "
+            f"{', '.join(EMAIL_TEMPLATES)}.",
+        )
+    try:
+        validate_email(to if isinstance(to, str) else "")
+    except ValidationError:
+        raise EmailJobError("to", f"Invalid recipient address {to!r}.") from None
+    if not isinstance(data, dict):
+        raise EmailJobError("data", "The template data must be an object.")
+    missing = [
+        name for name in EMAIL_TEMPLATES[template] if data.get(name) in (None, "")
+    ]
+    if missing:
+        raise EmailJobError(
+            "data",
+            f"Template {template!r} needs {', '.join(missing)} in its data.",
+        )
+
+
+def email_render(*, template: str, data: dict, subject: str = "") -> dict[str, str]:
+    """Subject, text and HTML of a checked job (an explicit subject wins)."""
+    base = f"emails/{template}"
+    rendered_subject = " ".join(render_to_string(f"{base}/subject.txt", data).split())
+    return {
+        "subject": " ".join(subject.split()) or rendered_subject,
+        "text": render_to_string(f"{base}/body.txt", data),
+        "html": render_to_string(f"{base}/body.html", data),
+    }
+
+
+@transaction.atomic
+def email_enqueue(
+    *,
+    to: str,
+    template: str,
+    data: dict[str, Any],
+    subject: str = "",
+    priority: int = Priority.EMAIL,
+) -> EmailLog:
+    """Log an e-mail and queue it on notification:email after commit.
+
+    Bad job data is refused here with a ValidationError naming the field, and
+    nothing is logged or queued.
+    """
+    try:
+        email_check(to=to, template=template, data=data)
+    except EmailJobError as exc:
+        raise ValidationError({exc.field: str(exc)}) from None
+    log = EmailLog.objects.create(
+        template=template, to=to, subject=subject, data=data, priority=priority
+    )
+    from notifications.tasks import email_send
+
+    job_enqueue(
+        email_send,
+        kwargs={
+            "data": {
+                "to": to,
+                "subject": subject,
+                "template": template,
+                "data": data,
+                "priority": priority,
+            },
+            "log_id": str(log.pk),
+        },
+        priority=priority,
+        on_commit=True,
+    )
+    return log
+
+
+def _log_for_job(job: dict, log_id: str | None) -> EmailLog:
+    if log_id:
+        log = EmailLog.objects.filter(pk=log_id).first()
+        if log is not None:
+            return log
+    # A job published without our log (the queue test endpoint, another
+    # service): log it now so every send is visible.
+    return EmailLog.objects.create(
+        template=str(job.get("template", ""))[:64],
+        to=str(job.get("to", ""))[:254],
+        subject=str(job.get("subject") or "")[:255],
+        data=job.get("data") if isinstance(job.get("data"), dict) else {},
+        priority=_int_or(job.get("priority"), Priority.EMAIL),
+    )
+
+
+def _int_or(value: Any, default: int) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def _fail(log: EmailLog, error: str) -> None:
+    log.status = EmailLog.Status.FAILED
+    log.error = error
+    log.save(update_fields=["status", "error", "attempts", "updated_at"])
+
+
+def _smtp_is_permanent(exc: Exception) -> bool:
+    """5xx answers (mailbox unknown, relay refused) will not change on retry."""
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        return all(code >= 500 for code, _ in exc.recipients.values())
+    code = getattr(exc, "smtp_code", None)
+    return isinstance(code, int) and code >= 500
+
+
+def email_deliver(*, job: Any, log_id: str | None = None) -> EmailLog:
+    """Render and send one e-mail job; the job's side of notification:email.
+
+    Bad data fails at once (PermanentJobError); SMTP errors and timeouts raise
+    RetryableJobError until the queue's attempts are used up, then fail.
+    """
+    job = job if isinstance(job, dict) else {}
+    log = _log_for_job(job, log_id)
+    if log.status == EmailLog.Status.SENT:
+        return log  # redelivered after a crash that followed the send
+    log.attempts += 1
+    to, template, data = job.get("to"), job.get("template"), job.get("data")
+    try:
+        email_check(to=to, template=template, data=data)
+        content = email_render(
+            template=template, data=data, subject=str(job.get("subject") or "")
+        )
+    except EmailJobError as exc:
+        _fail(log, str(exc))
+        raise PermanentJobError(str(exc)) from None
+
+    message = EmailMultiAlternatives(
+        subject=content["subject"],
+        body=content["text"],
+        from_email=settings.DEFAULT_FROM_EMAIL,
+        to=[to],
+    )
+    message.attach_alternative(content["html"], "text/html")
+    try:
+        message.send(fail_silently=False)
+    except (smtplib.SMTPException, OSError) as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        if _smtp_is_permanent(exc):
+            _fail(log, error)
+            raise PermanentJobError(error) from exc
+        if log.attempts >= EMAIL.attempts:
+            _fail(log, f"gave up after {log.attempts} attempts: {error}")
+            raise PermanentJobError(error) from exc
+        log.error = error
+        log.save(update_fields=["attempts", "error", "updated_at"])
+        logger.warning("E-mail %s to %s: %s (will retry)", template, to, error)
+        raise RetryableJobError(error) from exc
+
+    log.status = EmailLog.Status.SENT
+    log.subject = content["subject"]
+    log.error = ""
+    log.sent_at = timezone.now()
+    log.save(
+        update_fields=[
+            "status",
+            "subject",
+            "error",
+            "attempts",
+            "sent_at",
+            "updated_at",
+        ]
+    )
+    return log
