@@ -125,7 +125,7 @@ WEBHOOK_PUBLISH_RETRY_POLICY = {
 }
 
 
-def _webhook_event_enqueue(event_id: int) -> None:
+def _webhook_event_enqueue(event_id: int, priority: int = Priority.WEBHOOK) -> None:
     """Publish the event's job. A broker outage is logged, not raised: the event
     is durable and stays pending until beat re-drives it."""
     from messaging.tasks import webhook_event_process_task
@@ -134,7 +134,7 @@ def _webhook_event_enqueue(event_id: int) -> None:
         job_enqueue(
             webhook_event_process_task,
             kwargs={"event_id": event_id},
-            priority=Priority.WEBHOOK,
+            priority=priority,
             retry=True,
             retry_policy=WEBHOOK_PUBLISH_RETRY_POLICY,
         )
@@ -146,14 +146,16 @@ def _webhook_event_enqueue(event_id: int) -> None:
         )
 
 
-def webhook_event_receive(*, body: str) -> WebhookEvent:
+def webhook_event_receive(
+    *, body: str, priority: int = Priority.WEBHOOK
+) -> WebhookEvent:
     """Store a verified webhook body and enqueue it after commit.
 
     Not wrapped in atomic on purpose: one INSERT commits by itself, and the
     BEGIN/COMMIT round trips would sit on the webhook's answer time.
     """
     event = WebhookEvent.objects.create(received_at=timezone.now(), body=body)
-    transaction.on_commit(lambda: _webhook_event_enqueue(event.pk))
+    transaction.on_commit(lambda: _webhook_event_enqueue(event.pk, priority))
     return event
 
 

@@ -9,23 +9,22 @@ import json
 import logging
 import time
 import uuid
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime
 from typing import Any
 
 import redis
 from celery import Task
 from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from queues import records
 from queues.bootsteps import PAUSED_KEY
 from queues.definitions import (
-    EMAIL,
-    MESSAGE_STATUS,
-    REMINDER,
-    WEBHOOK,
     Priority,
     QueueSpec,
     celery_priority,
@@ -37,15 +36,10 @@ from saas.redis import queue_redis
 
 logger = logging.getLogger(__name__)
 
-#: Task names the seed-shaped calls publish (owned by the messaging, bookings
-#: and notifications apps).
-WEBHOOK_TASK = "messaging.webhook_process"
-MESSAGE_STATUS_TASK = "messaging.status_apply"
-REMINDER_TASK = "bookings.reminder_send"
-EMAIL_TASK = "notifications.email_send"
 TEST_TASK = "queues.test_job"
 
 CLEANABLE_STATES = (records.COMPLETED, records.FAILED)
+STATUS_NAMES = ("sent", "delivered", "read", "failed")
 
 Actor = AbstractBaseUser | str | None
 
@@ -144,35 +138,81 @@ def job_send(
 
 
 # --- the seed's producer calls ----------------------------------------------
+# Each delegates to the service of the app that owns the work, so a job made
+# through the seed's API is the same durable job the product makes itself.
 def add_webhook_job(data: dict, priority: int = Priority.WEBHOOK):
-    return job_send(
-        WEBHOOK_TASK, queue=WEBHOOK, kwargs={"data": data}, priority=priority
-    )
+    """addWebhookJob({salonId, payload, receivedAt}, priority): the payload is
+    stored in the webhook inbox, as if Meta had posted it, and processed on
+    whatsapp:webhook. Returns the inbox event."""
+    from messaging.services import webhook_event_receive
+
+    payload = data.get("payload")
+    if not isinstance(payload, dict):
+        raise ValidationError({"payload": "Expected the webhook body, an object."})
+    return webhook_event_receive(body=json.dumps(payload), priority=priority)
 
 
 def add_message_status_job(data: dict):
-    return job_send(MESSAGE_STATUS_TASK, queue=MESSAGE_STATUS, kwargs={"data": data})
+    """addMessageStatusJob({messageId, status, timestamp}): applied on
+    whatsapp:message-status at priority 8. ``messageId`` is our message id or
+    its wamid; an unknown wamid needs ``salonId`` (it becomes an orphan status
+    if it never appears)."""
+    from messaging.models import Message
+    from messaging.tasks import message_statuses_apply_task
+
+    status = data.get("status")
+    if status not in STATUS_NAMES:
+        raise ValidationError({"status": f"Expected one of {', '.join(STATUS_NAMES)}."})
+    reference = str(data.get("messageId") or "")
+    lookup = Q(wamid=reference)
+    with suppress(ValueError):
+        lookup |= Q(pk=uuid.UUID(reference))
+    message = Message.objects.filter(lookup).only("wamid", "salon_id").first()
+    wamid = message.wamid if message else reference
+    salon_id = message.salon_id if message else data.get("salonId")
+    if not wamid or not salon_id:
+        raise ValidationError(
+            {"messageId": "No sent message with this id or wamid (give salonId)."}
+        )
+    when = parse_datetime(str(data.get("timestamp") or "")) or timezone.now()
+    meta_status = {
+        "id": wamid,
+        "status": status,
+        "timestamp": str(int(when.timestamp())),
+        "errors": data.get("errors") or [],
+    }
+    return job_enqueue(
+        message_statuses_apply_task,
+        kwargs={"salon_id": str(salon_id), "statuses": [meta_status]},
+        priority=Priority.MESSAGE_STATUS,
+    )
 
 
 def add_email_job(data: dict):
-    priority = int(data.get("priority") or Priority.EMAIL)
-    return job_send(EMAIL_TASK, queue=EMAIL, kwargs={"data": data}, priority=priority)
+    """addEmailJob({to, subject, template, data, priority}): logged and sent
+    on notification:email (priority from data, default 7). Returns the log."""
+    from notifications.services import email_enqueue
+
+    return email_enqueue(
+        to=str(data.get("to") or ""),
+        template=str(data.get("template") or ""),
+        data=data.get("data") or {},
+        subject=str(data.get("subject") or ""),
+        priority=int(data.get("priority") or Priority.EMAIL),
+    )
 
 
 def schedule_booking_reminder(data: dict, send_at: datetime):
-    """Long delays are never parked in the broker: a reminder due later is a row
-    that beat dispatches (bookings.services.reminder_schedule); one already due
-    is published at once."""
-    if send_at > timezone.now():
-        try:
-            from bookings.services import reminder_schedule
-        except ImportError as exc:
-            raise NotImplementedError(
-                "Future reminders are rows of the bookings app "
-                "(bookings.services.reminder_schedule), which is not installed."
-            ) from exc
-        return reminder_schedule(data=data, send_at=send_at)
-    return job_send(REMINDER_TASK, queue=REMINDER, kwargs={"data": data})
+    """scheduleBookingReminder({bookingId, reminderType, ...}, sendAt): a
+    reminder row that beat dispatches when due; long delays never sit in the
+    broker. Returns the row."""
+    from bookings.services import reminder_schedule
+
+    return reminder_schedule(
+        booking_id=data.get("bookingId"),
+        kind=data.get("reminderType"),
+        due_at=send_at,
+    )
 
 
 # --- operators' actions -----------------------------------------------------

@@ -53,3 +53,31 @@ TEST_DATA_SERIALIZERS = {
 class CleanParamsSerializer(serializers.Serializer):
     grace = serializers.IntegerField(min_value=0)
     status = serializers.ChoiceField(["completed", "failed"])
+
+
+# --- answers, for the OpenAPI schema ------------------------------------------
+class QueueStatsSerializer(serializers.Serializer):
+    queue = serializers.CharField()
+    waiting = serializers.IntegerField()
+    active = serializers.IntegerField()
+    delayed = serializers.IntegerField()
+    completed = serializers.IntegerField()
+    failed = serializers.IntegerField()
+    paused = serializers.BooleanField()
+
+
+class CleanResultSerializer(serializers.Serializer):
+    queue = serializers.CharField()
+    grace = serializers.IntegerField()
+    status = serializers.CharField()
+    removed = serializers.IntegerField()
+
+
+class RetryFailedResultSerializer(serializers.Serializer):
+    queue = serializers.CharField()
+    retried = serializers.IntegerField()
+
+
+class JobAcceptedSerializer(serializers.Serializer):
+    jobId = serializers.CharField()  # noqa: N815 (the seed's name)
+    queue = serializers.CharField(required=False)

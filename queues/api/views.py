@@ -1,6 +1,8 @@
 """The queue admin API (JWT, staff only): /admin/queue/..."""
 
 from django.http import Http404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
 from rest_framework import permissions, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
@@ -10,6 +12,10 @@ from queues import services
 from queues.api.serializers import (
     TEST_DATA_SERIALIZERS,
     CleanParamsSerializer,
+    CleanResultSerializer,
+    JobAcceptedSerializer,
+    QueueStatsSerializer,
+    RetryFailedResultSerializer,
     TestRequestSerializer,
 )
 from queues.definitions import QueueSpec, UnknownQueue, queue_spec
@@ -33,11 +39,13 @@ class QueueAdminView(APIView):
 
 
 class QueueStatsView(QueueAdminView):
+    @extend_schema(responses=QueueStatsSerializer)
     def get(self, request, queue: str):
         return Response(queue_stats(spec_or_404(queue)))
 
 
 class QueuePauseView(QueueAdminView):
+    @extend_schema(request=None, responses=QueueStatsSerializer)
     def post(self, request, queue: str):
         return Response(
             services.queue_pause(spec=spec_or_404(queue), actor=request.user)
@@ -45,6 +53,7 @@ class QueuePauseView(QueueAdminView):
 
 
 class QueueResumeView(QueueAdminView):
+    @extend_schema(request=None, responses=QueueStatsSerializer)
     def post(self, request, queue: str):
         return Response(
             services.queue_resume(spec=spec_or_404(queue), actor=request.user)
@@ -52,6 +61,11 @@ class QueueResumeView(QueueAdminView):
 
 
 class QueueCleanView(QueueAdminView):
+    @extend_schema(
+        request=None,
+        parameters=[CleanParamsSerializer],
+        responses=CleanResultSerializer,
+    )
     def post(self, request, queue: str):
         spec = spec_or_404(queue)
         params = CleanParamsSerializer(data=request.query_params)
@@ -68,6 +82,7 @@ class QueueCleanView(QueueAdminView):
 
 
 class QueueRetryFailedView(QueueAdminView):
+    @extend_schema(request=None, responses=RetryFailedResultSerializer)
     def post(self, request, queue: str):
         spec = spec_or_404(queue)
         retried = services.queue_retry_failed(spec=spec, actor=request.user)
@@ -75,12 +90,16 @@ class QueueRetryFailedView(QueueAdminView):
 
 
 class QueueHealthView(QueueAdminView):
+    @extend_schema(responses={200: OpenApiTypes.OBJECT, 503: OpenApiTypes.OBJECT})
     def get(self, request):
         code, body = health_report()
         return Response(body, status=code)
 
 
 class QueueTestJobView(QueueAdminView):
+    @extend_schema(
+        request=TestRequestSerializer, responses={202: JobAcceptedSerializer}
+    )
     def post(self, request):
         body = TestRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -113,9 +132,11 @@ def job_view(job: dict) -> dict:
 
 
 class JobView(QueueAdminView):
+    @extend_schema(responses=OpenApiTypes.OBJECT)
     def get(self, request, job_id: str):
         return Response(job_view(job_or_404(job_id)))
 
+    @extend_schema(responses={204: None, 409: OpenApiTypes.OBJECT})
     def delete(self, request, job_id: str):
         job_or_404(job_id)
         try:
@@ -126,6 +147,9 @@ class JobView(QueueAdminView):
 
 
 class JobRetryView(QueueAdminView):
+    @extend_schema(
+        request=None, responses={202: JobAcceptedSerializer, 409: OpenApiTypes.OBJECT}
+    )
     def post(self, request, job_id: str):
         job_or_404(job_id)
         try:
