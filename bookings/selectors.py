@@ -8,7 +8,7 @@ from django.db.models import Count, Q, QuerySet
 from django.http import Http404
 from django.utils import timezone
 
-from bookings.models import Booking, Salon
+from bookings.models import Booking, BookingReminder, Salon
 from messaging.models import Conversation, Message
 from saas.tenancy import salons_for, scope_to_user
 
@@ -30,9 +30,6 @@ def booking_list(
     return bookings
 
 
-# Which bookings count as "reminders sent". Until reminder rows exist, a booking
-# whose metadata has a "reminders" entry (stamped by the reminder job) counts once.
-REMINDERS_SENT = Q(metadata__has_key="reminders")
 # Outbound messages that left our queue, and those of them that arrived.
 _DISPATCHED = ("sent", "delivered", "read", "failed")
 _ARRIVED = ("delivered", "read")
@@ -95,13 +92,14 @@ def dashboard_stats(*, user, salon_id: uuid.UUID | None = None) -> dict[str, Any
         upcoming=Count(
             "pk", filter=Q(start_at__gte=now, status__in=Booking.ACTIVE_STATUSES)
         ),
-        reminders_sent=Count("pk", filter=REMINDERS_SENT),
         **by_status,
     )
     stats["bookings_total"] = bookings["total"]
     stats["bookings_today"] = bookings["today"]
     stats["bookings_upcoming"] = bookings["upcoming"]
-    stats["reminders_sent"] = bookings["reminders_sent"]
+    stats["reminders_sent"] = BookingReminder.objects.filter(
+        booking__salon_id__in=salon_ids, status=BookingReminder.Status.SENT
+    ).count()
     stats["bookings_by_status"] = {
         status: bookings[f"status_{status}"] for status in Booking.Status.values
     }

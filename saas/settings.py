@@ -214,7 +214,7 @@ OUTBOUND_QUEUE_CONCURRENCY = env.int("OUTBOUND_QUEUE_CONCURRENCY", default=5)
 
 # Longer than any retry delay or task time limit: an unacknowledged message is
 # redelivered only when its worker is really gone.
-CELERY_VISIBILITY_TIMEOUT = env.int("CELERY_VISIBILITY_TIMEOUT", default=3600)
+CELERY_VISIBILITY_TIMEOUT = env.int("CELERY_VISIBILITY_TIMEOUT", default=900)
 CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=60)
 CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=90)
 

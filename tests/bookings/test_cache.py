@@ -20,7 +20,7 @@ from bookings.cache import (
     salon_cache_set,
     salon_cached,
 )
-from bookings.models import Booking
+from bookings.models import Booking, BookingReminder
 from bookings.selectors import dashboard_stats
 from bookings.signals import bookings_changed
 from messaging import services as messaging_services
@@ -174,11 +174,21 @@ def booking_deleted(world):
 
 
 def bookings_bulk_update(world):
-    """A reminder-style bulk write: update() and the after-commit signal."""
+    """A reminder-style write (no post_save) and the after-commit signal."""
     salon_id = world["salon"].pk
+    booking = Booking.objects.filter(salon_id=salon_id).get()
+    now = timezone.now()
     with transaction.atomic():
-        Booking.objects.filter(salon_id=salon_id).update(
-            metadata={"reminders": {"day_before": "sent"}}
+        BookingReminder.objects.update_or_create(
+            booking=booking,
+            kind=BookingReminder.Kind.DAY_BEFORE,
+            defaults={
+                "due_at": now,
+                "send_by": now,
+                "booking_start_at": booking.start_at,
+                "status": BookingReminder.Status.SENT,
+                "sent_at": now,
+            },
         )
         transaction.on_commit(lambda: bookings_changed.send(None, salon_id=salon_id))
 

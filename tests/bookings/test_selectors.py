@@ -7,7 +7,7 @@ import pytest
 from django.http import Http404
 from django.utils import timezone
 
-from bookings.models import Booking
+from bookings.models import Booking, BookingReminder
 from bookings.selectors import dashboard_stats
 from messaging.models import Message
 from tests.factories import (
@@ -34,12 +34,18 @@ def busy_salon(user):
     BookingFactory(salon=salon, start_at=local_noon(salon, -1), status="completed")
     BookingFactory(salon=salon, start_at=local_noon(salon, 2), status="pending")
     BookingFactory(salon=salon, start_at=local_noon(salon, 3), status="cancelled")
-    BookingFactory(
-        salon=salon,
-        start_at=local_noon(salon, 1),
-        status="confirmed",
-        metadata={"reminders": {"day_before": "2030-01-01T10:00:00Z"}},
+    reminded = BookingFactory(
+        salon=salon, start_at=local_noon(salon, 1), status="confirmed"
     )
+    for kind, status in (("day_before", "sent"), ("hour_before", "pending")):
+        BookingReminder.objects.create(
+            booking=reminded,
+            kind=kind,
+            due_at=reminded.start_at,
+            send_by=reminded.start_at,
+            booking_start_at=reminded.start_at,
+            status=status,
+        )
     conversation = ConversationFactory(salon=salon)
     ConversationFactory(salon=salon)
     MessageFactory.create_batch(3, conversation=conversation)
@@ -121,13 +127,13 @@ def test_no_salons_no_data(user):
     assert stats["delivery_rate"] is None
 
 
-def test_four_queries_whatever_the_number_of_salons(
+def test_five_queries_whatever_the_number_of_salons(
     user, busy_salon, django_assert_num_queries
 ):
     for zone in ("UTC", "Europe/Madrid", "America/New_York"):
         salon = SalonFactory(owner=user, timezone=zone)
         BookingFactory.create_batch(3, salon=salon)
         MessageFactory.create_batch(2, conversation__salon=salon)
-    with django_assert_num_queries(4):
+    with django_assert_num_queries(5):
         stats = dashboard_stats(user=user)
     assert stats["bookings_total"] == 5 + 9
