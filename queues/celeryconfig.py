@@ -49,7 +49,9 @@ task_soft_time_limit = settings.CELERY_TASK_SOFT_TIME_LIMIT
 task_time_limit = settings.CELERY_TASK_TIME_LIMIT
 task_track_started = True
 worker_send_task_events = True
-task_send_sent_event = True
+# Job records (queues.signals) track published jobs; a task-sent event per
+# publish would cost the webhook answer another broker round trip.
+task_send_sent_event = False
 worker_hijack_root_logger = False
 worker_max_tasks_per_child = 1000
 worker_cancel_long_running_tasks_on_connection_loss = True
