@@ -16,7 +16,7 @@ import phonenumbers
 from celery import current_app
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from bookings.models import Booking, BookingReminder, Salon
@@ -27,6 +27,7 @@ from messaging.signals import messages_changed
 from messaging.whatsapp import SendResult, WhatsAppError, whatsapp_client
 from notifications.services import email_enqueue
 from queues.definitions import REMINDER, Priority, RetryableJobError, celery_priority
+from saas.services import model_save_validated
 from saas.tenancy import salons_for
 
 logger = logging.getLogger(__name__)
@@ -85,15 +86,6 @@ def phone_normalize(raw: str) -> str:
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
-def _save(instance, *, unique_field_errors: dict[str, str]) -> None:
-    instance.full_clean()
-    try:
-        with transaction.atomic():
-            instance.save()
-    except IntegrityError as exc:  # lost a race with a concurrent insert
-        raise ValidationError(unique_field_errors) from exc
-
-
 def _after_commit_bookings_changed(salon_id) -> None:
     transaction.on_commit(lambda: bookings_changed.send(sender=None, salon_id=salon_id))
 
@@ -120,7 +112,7 @@ def salon_create(
         language=language,
         email=email,
     )
-    _save(salon, unique_field_errors=_DUPLICATE_PHONE_ID)
+    model_save_validated(salon, integrity_errors=_DUPLICATE_PHONE_ID)
     recipient = owner.email or salon.email
     if recipient:
         email_enqueue(
@@ -140,7 +132,7 @@ def salon_update(*, salon: Salon, data: dict[str, Any]) -> Salon:
     for field_name in SALON_EDITABLE_FIELDS:
         if field_name in data:
             setattr(salon, field_name, data[field_name])
-    _save(salon, unique_field_errors=_DUPLICATE_PHONE_ID)
+    model_save_validated(salon, integrity_errors=_DUPLICATE_PHONE_ID)
     return salon
 
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, InterfaceError, OperationalError, transaction
+from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import F, Q, Value
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
@@ -26,21 +26,12 @@ from messaging.signals import messages_changed
 from messaging.whatsapp import SendResult, WhatsAppError, whatsapp_client
 from queues.definitions import OUTBOUND, Priority, RetryableJobError
 from queues.services import job_enqueue
+from saas.services import model_save_validated
 
 logger = logging.getLogger(__name__)
 
 TEMPLATE_EDITABLE_FIELDS = ("name", "language", "category", "body", "status")
 _DUPLICATE_TEMPLATE = {"name": "This salon has a template with this name and language."}
-
-
-def _template_save(template: MessageTemplate) -> MessageTemplate:
-    template.full_clean(validate_constraints=False)
-    try:
-        with transaction.atomic():
-            template.save()
-    except IntegrityError as exc:
-        raise ValidationError(_DUPLICATE_TEMPLATE) from exc
-    return template
 
 
 @transaction.atomic
@@ -61,7 +52,7 @@ def template_create(
         body=body,
         status=status,
     )
-    return _template_save(template)
+    return model_save_validated(template, integrity_errors=_DUPLICATE_TEMPLATE)
 
 
 @transaction.atomic
@@ -71,7 +62,7 @@ def template_update(
     for field in TEMPLATE_EDITABLE_FIELDS:
         if field in data:
             setattr(template, field, data[field])
-    return _template_save(template)
+    return model_save_validated(template, integrity_errors=_DUPLICATE_TEMPLATE)
 
 
 @transaction.atomic

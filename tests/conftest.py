@@ -7,7 +7,13 @@ from django.conf import settings
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import RefreshToken
 
-from tests.factories import UserFactory
+from tests.factories import (
+    BookingFactory,
+    MessageFactory,
+    SalonFactory,
+    TemplateFactory,
+    UserFactory,
+)
 from tests.processes import CeleryWorker, celery_worker_args, redis_server
 
 DEV_REDIS_DBS = {0, 1}
@@ -34,6 +40,20 @@ def _clean_redis():
 
     cache_service.reset_state()
     yield
+
+
+@pytest.fixture
+def victim(other_user):
+    """Tenant B's objects, which tenant A must never see or touch."""
+    salon = SalonFactory(owner=other_user)
+    message = MessageFactory(conversation__salon=salon)
+    return {
+        "salon": salon,
+        "booking": BookingFactory(salon=salon),
+        "conversation": message.conversation,
+        "message": message,
+        "template": TemplateFactory(salon=salon),
+    }
 
 
 @pytest.fixture

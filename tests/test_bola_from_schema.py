@@ -8,13 +8,6 @@ import re
 import pytest
 from django.apps import apps
 
-from tests.factories import (
-    BookingFactory,
-    MessageFactory,
-    SalonFactory,
-    TemplateFactory,
-)
-
 pytestmark = pytest.mark.django_db
 
 #: first path segment after /api/ -> the victim object to use
@@ -39,19 +32,6 @@ PROBE_BODY = {
     "text": "hijacked",
     "status": "cancelled",
 }
-
-
-@pytest.fixture
-def victim(other_user):
-    salon = SalonFactory(owner=other_user)
-    message = MessageFactory(conversation__salon=salon)
-    return {
-        "salon": salon,
-        "booking": BookingFactory(salon=salon),
-        "conversation": message.conversation,
-        "message": message,
-        "template": TemplateFactory(salon=salon),
-    }
 
 
 def snapshot():

@@ -7,26 +7,10 @@ from bookings.models import Booking, Salon
 from messaging.models import MessageTemplate
 from tests.factories import (
     BookingFactory,
-    MessageFactory,
     SalonFactory,
-    TemplateFactory,
 )
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def victim(other_user):
-    """Tenant B's objects, which tenant A must never see or touch."""
-    salon = SalonFactory(owner=other_user)
-    message = MessageFactory(conversation__salon=salon)
-    return {
-        "salon": salon,
-        "booking": BookingFactory(salon=salon),
-        "conversation": message.conversation,
-        "message": message,
-        "template": TemplateFactory(salon=salon),
-    }
 
 
 def snapshot():
