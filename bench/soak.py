@@ -193,25 +193,28 @@ async def one(due, endpoint, raw, on_ok, load: Load, connections) -> None:
         on_ok()
 
 
+def poll_outbound(db_url: str, load: Load) -> None:
+    """Appends the outbound messages the product sent since the last poll."""
+    try:
+        with psycopg.connect(db_url, connect_timeout=5) as conn:
+            rows = conn.execute(
+                "SELECT m.wamid, c.customer_wa_id, s.whatsapp_phone_number_id "
+                "FROM messaging_message m "
+                "JOIN messaging_conversation c ON c.id = m.conversation_id "
+                "JOIN bookings_salon s ON s.id = m.salon_id "
+                "WHERE m.direction = 'out' AND m.wamid <> '' ORDER BY m.created_at"
+            ).fetchall()
+    except psycopg.Error as exc:
+        print(f"soak: outbound poll failed: {exc}", flush=True)
+        return
+    known = {row[0] for row in load.outbound}
+    load.outbound.extend(row for row in rows if row[0] not in known)
+
+
 def outbound_poller(db_url: str, load: Load, stop: threading.Event) -> None:
-    """Feeds the status stream: outbound reminder messages the product sent."""
-    seen: set[str] = set()
+    """Feeds the status stream during the load."""
     while not stop.wait(1.0):
-        try:
-            with psycopg.connect(db_url, connect_timeout=5) as conn:
-                rows = conn.execute(
-                    "SELECT m.wamid, c.wa_id, s.whatsapp_phone_number_id "
-                    "FROM messaging_message m "
-                    "JOIN messaging_conversation c ON c.id = m.conversation_id "
-                    "JOIN bookings_salon s ON s.id = m.salon_id "
-                    "WHERE m.direction = 'out' AND m.wamid <> ''"
-                ).fetchall()
-        except psycopg.Error:
-            continue
-        for wamid, wa_id, phone_id in rows:
-            if wamid not in seen:
-                seen.add(wamid)
-                load.outbound.append((wamid, wa_id, phone_id))
+        poll_outbound(db_url, load)
 
 
 async def run_load(args, port: int, salons: list[str], tokens: list[str], load, until):
@@ -325,8 +328,12 @@ def faults(args, product: Product, broker: RedisServer, cache: RedisServer, time
             timeline.note(f"{name} worker restarted, ready after {took:.1f}s")
         elif kind == "broker":
             begin = time.monotonic()
-            timeline.note("broker Redis: SHUTDOWN (AOF kept)")
+            timeline.note(
+                f"broker Redis: SHUTDOWN (AOF kept), down {args.broker_outage:.0f}s"
+            )
             broker.stop()
+            while time.monotonic() < begin + args.broker_outage:
+                time.sleep(0.1)
             broker.start().wait_ready(timeout=30)
             end = time.monotonic() + args.broker_grace
             timeline.broker_window = (begin - timeline.start, end - timeline.start)
@@ -452,6 +459,8 @@ def summarize(args, load, timeline, counts, smtp, product, drain_s) -> dict:
         and counts["events_failed"] == 0,
         "statuses: every acknowledged one applied": load.acked_statuses
         <= counts["read"],
+        "statuses: one acknowledged per outbound message": len(load.acked_statuses)
+        == counts["reminder_messages"],
         "bookings: every 201 stored": counts["bookings"] >= load.bookings_created,
         "reminders: every due one sent": sent_reminders == counts["bookings"],
         "reminders: exactly once (rows = messages = wamids = sends)": sent_reminders
@@ -576,6 +585,7 @@ def parse(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=300.0)
     parser.add_argument("--cache-outage", type=float, default=30.0)
+    parser.add_argument("--broker-outage", type=float, default=5.0)
     parser.add_argument(
         "--broker-grace",
         type=float,
@@ -606,6 +616,7 @@ def main(argv: list[str] | None = None) -> int:
     started: list = []
     product = None
     stop_polling = threading.Event()
+    stop_rss = threading.Event()
     summary = None
     try:
         broker = redis_server(log_dir=workdir, extra=["--appendonly", "yes"])
@@ -674,7 +685,7 @@ def main(argv: list[str] | None = None) -> int:
         injector.start()
 
         def rss_thread():
-            while not stop_polling.wait(1.0):
+            while not stop_rss.wait(1.0):
                 product.sample_rss()
 
         threading.Thread(target=rss_thread, daemon=True).start()
@@ -686,16 +697,19 @@ def main(argv: list[str] | None = None) -> int:
 
         # Statuses for the reminders sent after the load: the product keeps
         # sending them while it drains; one last round reports them too.
+        stop_polling.set()
+        poller.join(timeout=30)
         drain_start = time.monotonic()
         drain_s = None
-        counts = None
-        last_statused = 0
         while time.monotonic() - drain_start < args.drain_timeout:
-            if len(load.outbound) > last_statused:
-                asyncio.run(send_statuses(web_port, load, last_statused))
-                last_statused = len(load.outbound)
+            poll_outbound(db_url, load)
+            asyncio.run(send_statuses(web_port, load))
             done, counts = drained(db_url, load, smtp)
-            if done and len(load.outbound) == last_statused:
+            if (
+                done
+                and len(load.outbound) == counts["reminder_messages"]
+                and len(load.acked_statuses) == len(load.outbound)
+            ):
                 drain_s = time.monotonic() - drain_start
                 break
             time.sleep(1.0)
@@ -706,6 +720,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = summarize(args, load, timeline, counts, smtp, product, drain_s)
     finally:
         stop_polling.set()
+        stop_rss.set()
         if product is not None:
             product.stop()
         for thing in reversed(started):
@@ -727,10 +742,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if summary["ok"] else 1
 
 
-async def send_statuses(port: int, load: Load, start: int) -> None:
-    """Report "read" for outbound messages the load did not report yet."""
+async def send_statuses(port: int, load: Load) -> None:
+    """Report "read" for outbound messages not acknowledged yet."""
     connections = Connections(port)
-    for wamid, wa_id, phone_id in load.outbound[start:]:
+    for wamid, wa_id, phone_id in list(load.outbound):
         if wamid in load.acked_statuses:
             continue
         raw = webhook_request(port, status_body(wamid, wa_id, "read", phone_id))
