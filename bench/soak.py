@@ -643,6 +643,7 @@ def main(argv: list[str] | None = None) -> int:
             CELERY_TASK_SOFT_TIME_LIMIT="20",
             CELERY_TASK_TIME_LIMIT="25",
             WHATSAPP_WEBHOOK_REDRIVE_AFTER_SECONDS="15",
+            EMAIL_REDRIVE_AFTER_SECONDS="15",
             AUTH_THROTTLE_RATE="1000/min",
         )
         recreate_database(f"{args.pg}/postgres", args.db)
