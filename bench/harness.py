@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -91,6 +92,8 @@ class Product:
         self.logdir = logdir
         self.procs: dict[str, subprocess.Popen] = {}
         self.peak_rss: dict[str, int] = {}
+        self.lock = threading.Lock()  # one restart at a time
+        self.unexpected_exits: list[dict] = []
 
     def procfile(self) -> dict[str, str]:
         entries = {}
@@ -153,15 +156,16 @@ class Product:
     def kill_and_restart(self, name: str, timeout: float = 90) -> float:
         """SIGKILL an entry's whole process group, then start it again as a
         supervisor would; returns seconds until the worker logged ready."""
-        proc = self.procs[name]
-        readies = self.log(name).count(" ready.")
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
-        started = time.monotonic()
-        self.start(only=name)
+        with self.lock:
+            proc = self.procs[name]
+            readies = self.log(name).count(" ready.")
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+            started = time.monotonic()
+            self.start(only=name)
         while time.monotonic() - started < timeout:
             if self.procs[name].poll() is not None:
                 raise RuntimeError(f"{name} exited:\n{self.log(name)[-3000:]}")
@@ -169,6 +173,30 @@ class Product:
                 return time.monotonic() - started
             time.sleep(0.1)
         raise RuntimeError(f"{name} did not come back in time")
+
+    def supervise(self) -> list[str]:
+        """Start again any entry that exited by itself (as a supervisor such as
+        compose's ``restart: unless-stopped`` does); returns their names."""
+        restarted = []
+        with self.lock:
+            for name, proc in list(self.procs.items()):
+                if proc.poll() is None:
+                    continue
+                tail = self.log(name)[-20000:]
+                reason = next(
+                    (
+                        line
+                        for line in reversed(tail.splitlines())
+                        if "Unrecoverable error" in line or "CRITICAL" in line
+                    ),
+                    "",
+                )
+                self.unexpected_exits.append(
+                    {"process": name, "returncode": proc.returncode, "reason": reason}
+                )
+                self.start(only=name)
+                restarted.append(name)
+        return restarted
 
     def stop(self) -> None:
         for proc in self.procs.values():

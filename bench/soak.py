@@ -521,6 +521,7 @@ def summarize(args, load, timeline, counts, smtp, product, drain_s) -> dict:
             ],
         },
         "latency": latency,
+        "unexpected_exits": product.unexpected_exits,
         "peak_rss_mb": {
             name: round(rss / 2**20, 1) for name, rss in product.peak_rss.items()
         },
@@ -572,6 +573,8 @@ def report(summary: dict) -> None:
     print("|---|---|")
     for name, mb in summary["peak_rss_mb"].items():
         print(f"| {name} | {mb} |")
+    for exit_ in summary["unexpected_exits"]:
+        print(f"unexpected exit (supervisor restarted it): {exit_}")
     print()
     for name, ok in summary["invariants"].items():
         print(f"{'PASS' if ok else 'FAIL'}  {name}")
@@ -686,8 +689,13 @@ def main(argv: list[str] | None = None) -> int:
         injector.start()
 
         def rss_thread():
-            while not stop_rss.wait(1.0):
+            # Also the supervisor: a process that died by itself is started
+            # again and reported.
+            while not stop_rss.wait(0.5):
                 product.sample_rss()
+                for name in product.supervise():
+                    reason = product.unexpected_exits[-1]["reason"]
+                    timeline.note(f"UNEXPECTED exit of {name}, restarted: {reason}")
 
         threading.Thread(target=rss_thread, daemon=True).start()
         asyncio.run(run_load(args, web_port, salons, tokens, load, until))
