@@ -18,14 +18,8 @@ two Redis DBs, and stops every process it started.
 
 import argparse
 import asyncio
-import hashlib
-import hmac
 import json
 import os
-import re
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,271 +28,22 @@ from pathlib import Path
 import psycopg
 import redis
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.harness import (  # noqa: E402
+    PHONE_NUMBER_ID,
+    Product,
+    free_port,
+    healthz_request,
+    manage,
+    offer,
+    percentile,
+    recreate_database,
+    webhook_body,
+    webhook_request,
+)
+
 SECRET = "bench-app-secret"
-PHONE_NUMBER_ID = "106540352242922"
-PROCFILE_SKIP = {"flower"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))
-    return ordered[index]
-
-
-# --- the product's processes --------------------------------------------------
-
-
-class Product:
-    """The Procfile's processes (all but Flower) in their own process groups."""
-
-    def __init__(self, env: dict[str, str], logdir: Path):
-        self.env = env
-        self.logdir = logdir
-        self.procs: dict[str, subprocess.Popen] = {}
-
-    def procfile(self) -> dict[str, str]:
-        entries = {}
-        for line in (ROOT / "Procfile").read_text().splitlines():
-            match = re.match(r"^([\w-]+):\s*(.+)$", line.strip())
-            if match and match.group(1) not in PROCFILE_SKIP:
-                entries[match.group(1)] = match.group(2)
-        return entries
-
-    def start(self) -> None:
-        for name, command in self.procfile().items():
-            log = open(self.logdir / f"{name}.log", "wb")
-            self.procs[name] = subprocess.Popen(
-                ["bash", "-c", f"exec {command}"],
-                cwd=ROOT,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def cpu_seconds(self, name: str) -> float:
-        """User+system CPU of every live process in that entry's process group
-        (gunicorn's workers, a celery worker's pool), from /proc."""
-        pgid = self.procs[name].pid
-        tick = os.sysconf("SC_CLK_TCK")
-        total = 0
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[2]) == pgid:  # field 5: pgrp
-                total += int(fields[11]) + int(fields[12])  # utime, stime
-        return total / tick
-
-    def log(self, name: str) -> str:
-        return (self.logdir / f"{name}.log").read_text(errors="replace")
-
-    def wait_ready(self, web_port: int, timeout: float = 90) -> None:
-        deadline = time.monotonic() + timeout
-        workers = [n for n in self.procs if n not in ("web", "beat")]
-        while time.monotonic() < deadline:
-            for name, proc in self.procs.items():
-                if proc.poll() is not None:
-                    raise RuntimeError(f"{name} exited:\n{self.log(name)[-3000:]}")
-            ready = all(" ready." in self.log(n) for n in workers)
-            try:
-                with socket.create_connection(("127.0.0.1", web_port), timeout=1):
-                    web = True
-            except OSError:
-                web = False
-            if ready and web:
-                return
-            time.sleep(0.2)
-        raise RuntimeError("the product did not start in time")
-
-    def stop(self) -> None:
-        for proc in self.procs.values():
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + 20
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-            proc.wait()
-
-
-# --- an open-loop HTTP/1.1 load generator -------------------------------------
-
-
-class Connections:
-    def __init__(self, port: int):
-        self.port = port
-        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
-
-    async def request(self, raw: bytes) -> int:
-        while self.idle:
-            # A kept-alive connection the server has closed fails before any
-            # byte comes back: retry on the next one (as real clients do).
-            reader, writer = self.idle.pop()
-            try:
-                return await self._exchange(reader, writer, raw)
-            except (ConnectionError, asyncio.IncompleteReadError):
-                continue
-        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
-        return await self._exchange(reader, writer, raw)
-
-    async def _exchange(self, reader, writer, raw: bytes) -> int:
-        try:
-            writer.write(raw)
-            status_line = await reader.readline()
-            if not status_line:
-                raise ConnectionError("closed")
-            status = int(status_line.split()[1])
-            length, keep_alive = 0, True
-            while True:
-                line = await reader.readline()
-                if line in (b"\r\n", b"\n", b""):
-                    break
-                key, _, value = line.decode("latin-1").partition(":")
-                key = key.strip().lower()
-                if key == "content-length":
-                    length = int(value.strip())
-                elif key == "connection" and value.strip().lower() == "close":
-                    keep_alive = False
-            if length:
-                await reader.readexactly(length)
-        except Exception:
-            writer.close()
-            raise
-        if keep_alive:
-            self.idle.append((reader, writer))
-        else:
-            writer.close()
-        return status
-
-
-def webhook_request(port: int, body: bytes) -> bytes:
-    signature = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-    head = (
-        f"POST /webhooks/whatsapp/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-        f"X-Hub-Signature-256: {signature}\r\n\r\n"
-    )
-    return head.encode() + body
-
-
-def healthz_request(port: int) -> bytes:
-    return f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
-
-
-def webhook_body(wamid: str, customer: int) -> bytes:
-    wa_id = f"1650555{customer:04d}"
-    return json.dumps(
-        {
-            "object": "whatsapp_business_account",
-            "entry": [
-                {
-                    "id": "102290129340398",
-                    "changes": [
-                        {
-                            "field": "messages",
-                            "value": {
-                                "messaging_product": "whatsapp",
-                                "metadata": {
-                                    "display_phone_number": "15550783881",
-                                    "phone_number_id": PHONE_NUMBER_ID,
-                                },
-                                "contacts": [
-                                    {
-                                        "profile": {"name": f"C{customer}"},
-                                        "wa_id": wa_id,
-                                    }
-                                ],
-                                "messages": [
-                                    {
-                                        "from": wa_id,
-                                        "id": wamid,
-                                        "timestamp": str(int(time.time())),
-                                        "type": "text",
-                                        "text": {"body": "Is Saturday 10:00 free?"},
-                                    }
-                                ],
-                            },
-                        }
-                    ],
-                }
-            ],
-        }
-    ).encode()
-
-
-async def offer(port: int, requests: list[bytes], rate: float) -> dict:
-    """Send requests[i] at start + i/rate, whatever happened to the others."""
-    connections = Connections(port)
-    latencies: list[float] = []
-    errors: dict[str, int] = {}
-    acked: list[int] = []
-
-    async def one(index: int, raw: bytes, due: float) -> None:
-        try:
-            status = await asyncio.wait_for(connections.request(raw), timeout=30)
-        except Exception as exc:
-            errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
-            return
-        if status == 200:
-            acked.append(index)
-            latencies.append(time.perf_counter() - due)
-        else:
-            errors[str(status)] = errors.get(str(status), 0) + 1
-
-    loop = asyncio.get_running_loop()
-    start = time.perf_counter() + 0.05
-    tasks = []
-    for i, raw in enumerate(requests):
-        due = start + i / rate
-        delay = due - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(loop.create_task(one(i, raw, due)))
-    await asyncio.gather(*tasks)
-    elapsed = time.perf_counter() - start
-    for _, writer in connections.idle:
-        writer.close()
-    return {
-        "offered": len(requests),
-        "ok": len(acked),
-        "acked": acked,
-        "errors": errors,
-        "achieved_rate": len(acked) / elapsed,
-        "p50_ms": percentile(latencies, 50) * 1000,
-        "p99_ms": percentile(latencies, 99) * 1000,
-    }
-
-
-# --- database -----------------------------------------------------------------
-
-
-def recreate_database(admin_url: str, name: str) -> None:
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-
-
-def manage(env: dict[str, str], *args: str) -> None:
-    subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True)
 
 
 CREATE_SALON = f"""

@@ -24,6 +24,9 @@ class EmailLog(models.Model):
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     sent_at = models.DateTimeField(null=True, blank=True)
+    redriven_at = models.DateTimeField(
+        null=True, blank=True, help_text="Last time beat queued it again."
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

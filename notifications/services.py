@@ -7,6 +7,7 @@ serviceName, serviceDate, ...).
 
 import logging
 import smtplib
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -14,6 +15,7 @@ from django.core.exceptions import ValidationError
 from django.core.mail import EmailMultiAlternatives
 from django.core.validators import validate_email
 from django.db import transaction
+from django.db.models import Q
 from django.template.loader import render_to_string
 from django.utils import timezone
 
@@ -101,24 +103,68 @@ def email_enqueue(
     log = EmailLog.objects.create(
         template=template, to=to, subject=subject, data=data, priority=priority
     )
+    transaction.on_commit(lambda: _email_publish(log))
+    return log
+
+
+#: One quick retry (a pooled connection gone stale after a broker restart), then
+#: give up: the EmailLog row is durable and beat re-drives it, so the request
+#: that asked for the e-mail neither waits for the broker nor fails with it.
+EMAIL_PUBLISH_RETRY_POLICY = {
+    "max_retries": 1,
+    "interval_start": 0,
+    "interval_step": 0.05,
+    "interval_max": 0.05,
+}
+
+
+def _email_publish(log: EmailLog) -> None:
+    """Publish the log's job. A broker outage is logged, not raised: the log
+    stays queued until beat re-drives it."""
     from notifications.tasks import email_send
 
-    job_enqueue(
-        email_send,
-        kwargs={
-            "data": {
-                "to": to,
-                "subject": subject,
-                "template": template,
-                "data": data,
-                "priority": priority,
+    try:
+        job_enqueue(
+            email_send,
+            kwargs={
+                "data": {
+                    "to": log.to,
+                    "subject": log.subject,
+                    "template": log.template,
+                    "data": log.data,
+                    "priority": log.priority,
+                },
+                "log_id": str(log.pk),
             },
-            "log_id": str(log.pk),
-        },
-        priority=priority,
-        on_commit=True,
-    )
-    return log
+            priority=log.priority,
+            retry=True,
+            retry_policy=EMAIL_PUBLISH_RETRY_POLICY,
+        )
+    except Exception as exc:  # kombu raises several unrelated types here
+        logger.warning(
+            "E-mail %s logged but not enqueued (%r); beat re-drives it", log.pk, exc
+        )
+
+
+def emails_redrive(*, older_than: timedelta, limit: int = 500) -> list[str]:
+    """Enqueue again the queued e-mails untouched for ``older_than`` and not
+    re-driven within that time (their enqueue failed, or their job was lost).
+    A job that was only late finds its log sent and does nothing."""
+    now = timezone.now()
+    cutoff = now - older_than
+    with transaction.atomic():
+        logs = list(
+            EmailLog.objects.select_for_update(skip_locked=True)
+            .filter(status=EmailLog.Status.QUEUED, updated_at__lt=cutoff)
+            .filter(Q(redriven_at__isnull=True) | Q(redriven_at__lt=cutoff))
+            .order_by("created_at")[:limit]
+        )
+        EmailLog.objects.filter(pk__in=[log.pk for log in logs]).update(redriven_at=now)
+    for log in logs:
+        _email_publish(log)
+    if logs:
+        logger.warning("Re-drove %d queued e-mails", len(logs))
+    return [str(log.pk) for log in logs]
 
 
 def _log_for_job(job: dict, log_id: str | None) -> EmailLog:
@@ -162,12 +208,24 @@ def email_deliver(*, job: Any, log_id: str | None = None) -> EmailLog:
     """Render and send one e-mail job; the job's side of notification:email.
 
     Bad data fails at once (PermanentJobError); SMTP errors and timeouts raise
-    RetryableJobError until the queue's attempts are used up, then fail.
+    RetryableJobError until the queue's attempts are used up, then fail. The
+    log's row is locked across the send, so two jobs for one log (a re-drive
+    racing a late job, a redelivery) send it once.
     """
     job = job if isinstance(job, dict) else {}
     log = _log_for_job(job, log_id)
+    with transaction.atomic():
+        log = EmailLog.objects.select_for_update().get(pk=log.pk)
+        error = _deliver_locked(log, job)
+    if error is not None:
+        raise error
+    return log
+
+
+def _deliver_locked(log: EmailLog, job: dict) -> Exception | None:
+    """Send under the row lock; the error to raise once the log is saved."""
     if log.status == EmailLog.Status.SENT:
-        return log  # redelivered after a crash that followed the send
+        return None  # redelivered after a crash that followed the send
     log.attempts += 1
     to, template, data = job.get("to"), job.get("template"), job.get("data")
     try:
@@ -177,7 +235,7 @@ def email_deliver(*, job: Any, log_id: str | None = None) -> EmailLog:
         )
     except EmailJobError as exc:
         _fail(log, str(exc))
-        raise PermanentJobError(str(exc)) from None
+        return PermanentJobError(str(exc))
 
     message = EmailMultiAlternatives(
         subject=content["subject"],
@@ -192,14 +250,14 @@ def email_deliver(*, job: Any, log_id: str | None = None) -> EmailLog:
         error = f"{type(exc).__name__}: {exc}"
         if _smtp_is_permanent(exc):
             _fail(log, error)
-            raise PermanentJobError(error) from exc
+            return PermanentJobError(error)
         if log.attempts >= EMAIL.attempts:
             _fail(log, f"gave up after {log.attempts} attempts: {error}")
-            raise PermanentJobError(error) from exc
+            return PermanentJobError(error)
         log.error = error
         log.save(update_fields=["attempts", "error", "updated_at"])
         logger.warning("E-mail %s to %s: %s (will retry)", template, to, error)
-        raise RetryableJobError(error) from exc
+        return RetryableJobError(error)
 
     log.status = EmailLog.Status.SENT
     log.subject = content["subject"]
@@ -215,4 +273,4 @@ def email_deliver(*, job: Any, log_id: str | None = None) -> EmailLog:
             "updated_at",
         ]
     )
-    return log
+    return None

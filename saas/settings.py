@@ -375,3 +375,10 @@ WHATSAPP_WEBHOOK_REDRIVE_AFTER_SECONDS = env.int(
     "WHATSAPP_WEBHOOK_REDRIVE_AFTER_SECONDS", default=300
 )
 WHATSAPP_WEBHOOK_REDRIVE_BATCH = env.int("WHATSAPP_WEBHOOK_REDRIVE_BATCH", default=1000)
+
+# --- E-mail re-drive (issue 7, found by the soak) -----------------------------
+# Beat re-queues e-mails still queued and untouched after this long (their
+# enqueue failed in a broker outage, or their job was lost), at most this many
+# per run.
+EMAIL_REDRIVE_AFTER_SECONDS = env.int("EMAIL_REDRIVE_AFTER_SECONDS", default=600)
+EMAIL_REDRIVE_BATCH = env.int("EMAIL_REDRIVE_BATCH", default=500)

@@ -102,3 +102,96 @@ def test_enqueue_refuses_bad_data_and_leaves_nothing():
     assert "template" in caught.value.message_dict
     assert not EmailLog.objects.exists()
     assert queued_email_jobs() == []
+
+
+BROKER_AWAY_SCRIPT = """
+import django
+django.setup()
+import saas.celery
+from notifications.services import email_enqueue
+from tests.notifications.test_services import BOOKING_DATA
+log = email_enqueue(
+    to="maria@example.com", template="booking_confirmation", data=BOOKING_DATA
+)
+print("logged", log.pk)
+"""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_enqueue_in_a_broker_outage_keeps_the_log_and_beat_redrives_it(
+    subprocess_env,
+):
+    """Found by the soak: the publish failed after commit and the request
+    answered 500 with the e-mail logged but never sent."""
+    import subprocess
+    import sys
+    from datetime import timedelta
+
+    from notifications.services import emails_redrive
+    from tests.processes import free_port
+
+    env = {**subprocess_env, "REDIS_QUEUE_PORT": str(free_port())}  # nobody there
+    run = subprocess.run(
+        [sys.executable, "-c", BROKER_AWAY_SCRIPT],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0 and "logged" in run.stdout, run.stderr[-3000:]
+    log = EmailLog.objects.get()
+    assert log.status == EmailLog.Status.QUEUED and log.redriven_at is None
+    assert "not enqueued" in run.stderr
+    assert queued_email_jobs() == []
+
+    assert emails_redrive(older_than=timedelta(hours=1)) == []  # too recent
+    assert emails_redrive(older_than=timedelta(0)) == [str(log.pk)]
+    [job] = queued_email_jobs()
+    assert job["task"] == "notifications.email_send"
+    assert job["kwargs"]["log_id"] == str(log.pk)
+    assert job["kwargs"]["data"]["template"] == "booking_confirmation"
+    assert job["kwargs"]["data"]["data"] == BOOKING_DATA
+    log.refresh_from_db()
+    assert log.redriven_at is not None
+    # Re-driven once per period, not on every beat tick.
+    assert emails_redrive(older_than=timedelta(minutes=5)) == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_jobs_for_one_log_send_it_once(smtp_server, settings):
+    """A re-driven job racing the late original: the row lock lets one send."""
+    import threading
+
+    from django.db import connection
+
+    from notifications.services import email_deliver
+
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", smtp_server.port
+    settings.EMAIL_USE_TLS = False
+    log = email_enqueue(
+        to="maria@example.com", template="booking_confirmation", data=BOOKING_DATA
+    )
+    [job] = queued_email_jobs()
+    start = threading.Barrier(2)
+    results = []
+
+    def deliver():
+        start.wait()
+        try:
+            kwargs = job["kwargs"]
+            results.append(
+                email_deliver(job=kwargs["data"], log_id=kwargs["log_id"]).status
+            )
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=deliver) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert results == ["sent", "sent"]
+    assert len(smtp_server.to("maria@example.com")) == 1
+    log.refresh_from_db()
+    assert (log.status, log.attempts) == (EmailLog.Status.SENT, 1)
