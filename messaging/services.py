@@ -188,7 +188,13 @@ def webhook_event_process(*, event_id: int) -> WebhookEvent | None:
                 .first()
             )
             if event is None:
-                return None  # done already, or another worker holds it
+                if WebhookEvent.objects.filter(
+                    pk=event_id, status=WebhookEvent.Status.PENDING
+                ).exists():
+                    # Another job holds it; if that one dies or rolls back,
+                    # nobody else would come back for it before the re-drive.
+                    raise RetryableJobError(f"webhook event {event_id} is busy")
+                return None  # done already
             outcome = _webhook_payload_apply(json.loads(event.body))
             event.status = (
                 WebhookEvent.Status.IGNORED
@@ -207,6 +213,8 @@ def webhook_event_process(*, event_id: int) -> WebhookEvent | None:
             for salon_id, statuses in outcome.statuses.items():
                 _message_statuses_enqueue(salon_id, statuses)
             return event
+    except RetryableJobError:
+        raise
     except (OperationalError, InterfaceError, BrokerError) as exc:
         # The database or the broker (fanning statuses out) is away: the
         # transaction rolled back, so the event is still pending; retry.

@@ -347,3 +347,27 @@ def test_inbound_message_of_an_old_conversation_reopens_the_window(salon):
 
 def test_message_factory_defaults_still_work(salon):
     assert MessageFactory(conversation__salon=salon).status == "received"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_event_held_by_another_job_is_retried_not_dropped(salon):
+    """If the job holding the row dies or rolls back, this one must come back."""
+    import psycopg
+
+    from queues.definitions import RetryableJobError
+    from tests.conftest import test_database_url
+
+    event = services.webhook_event_receive(
+        body=fixture_bytes("01_text_inbound.json").decode()
+    )
+    with psycopg.connect(test_database_url()) as holder:
+        holder.execute(
+            "SELECT id FROM messaging_webhookevent WHERE id = %s FOR UPDATE",
+            [event.pk],
+        )
+        with pytest.raises(RetryableJobError):
+            services.webhook_event_process(event_id=event.pk)
+        holder.rollback()  # the holder died without processing it
+    services.webhook_event_process(event_id=event.pk)
+    event.refresh_from_db()
+    assert event.status == WebhookEvent.Status.PROCESSED and event.attempts == 1
