@@ -56,6 +56,7 @@ def product_env(db_url: str, web_port: int, **extra: str) -> dict[str, str]:
         "WHATSAPP_APP_SECRET": SECRET,
         "WHATSAPP_VERIFY_TOKEN": "bench",
         "WHATSAPP_BACKEND": "console",
+        "EMAIL_URL": "smtp://127.0.0.1:2525",
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "SECURE_SSL_REDIRECT": "false",
         "LOG_LEVEL": "WARNING",

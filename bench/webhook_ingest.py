@@ -38,13 +38,11 @@ from bench.harness import (  # noqa: E402
     manage,
     offer,
     percentile,
+    product_env,
     recreate_database,
     webhook_body,
     webhook_request,
 )
-
-SECRET = "bench-app-secret"
-
 
 CREATE_SALON = f"""
 from django.contrib.auth import get_user_model
@@ -125,22 +123,12 @@ def main() -> int:
 
     db_url = f"{args.pg}/{args.db}"
     web_port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": db_url,
-        "REDIS_DB": args.redis_db,
-        "REDIS_QUEUE_DB": args.redis_queue_db,
-        "DEBUG": "false",
-        "SECRET_KEY": "bench-secret-key-0123456789-not-for-production",
-        "JWT_SIGNING_KEY": "bench-jwt-key-9876543210-not-for-production",
-        "WHATSAPP_APP_SECRET": SECRET,
-        "WHATSAPP_VERIFY_TOKEN": "bench",
-        "ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "SECURE_SSL_REDIRECT": "false",
-        "LOG_LEVEL": "WARNING",
-        "WEB_PORT": str(web_port),
-        "PYTHONUNBUFFERED": "1",
-    }
+    env = product_env(
+        db_url,
+        web_port,
+        REDIS_DB=args.redis_db,
+        REDIS_QUEUE_DB=args.redis_queue_db,
+    )
     for db in (args.redis_db, args.redis_queue_db):
         if db in ("0", "1"):
             sys.exit("refusing to flush the development Redis DBs 0/1")
