@@ -61,8 +61,8 @@ def post_webhook(client, body: bytes | dict, *, signature: str | None = None):
     )
 
 
-def status_body(wamid: str, *statuses: tuple[str, int], recipient="16505551234"):
-    """One webhook body carrying these (status, unix time) for one wamid."""
+def webhook_envelope(value: dict) -> dict:
+    """A webhook body for the test salon's number carrying this ``value``."""
     return {
         "object": "whatsapp_business_account",
         "entry": [
@@ -77,56 +77,47 @@ def status_body(wamid: str, *statuses: tuple[str, int], recipient="16505551234")
                                 "display_phone_number": "15550783881",
                                 "phone_number_id": SALON_PHONE_NUMBER_ID,
                             },
-                            "statuses": [
-                                {
-                                    "id": wamid,
-                                    "status": name,
-                                    "timestamp": str(at),
-                                    "recipient_id": recipient,
-                                }
-                                for name, at in statuses
-                            ],
+                            **value,
                         },
                     }
                 ],
             }
         ],
     }
+
+
+def status_body(wamid: str, *statuses: tuple[str, int], recipient="16505551234"):
+    """One webhook body carrying these (status, unix time) for one wamid."""
+    return webhook_envelope(
+        {
+            "statuses": [
+                {
+                    "id": wamid,
+                    "status": name,
+                    "timestamp": str(at),
+                    "recipient_id": recipient,
+                }
+                for name, at in statuses
+            ]
+        }
+    )
 
 
 def text_body(wamid: str, *, wa_id="16505551234", text="hi", at=1781000000):
-    return {
-        "object": "whatsapp_business_account",
-        "entry": [
-            {
-                "id": "102290129340398",
-                "changes": [
-                    {
-                        "field": "messages",
-                        "value": {
-                            "messaging_product": "whatsapp",
-                            "metadata": {
-                                "display_phone_number": "15550783881",
-                                "phone_number_id": SALON_PHONE_NUMBER_ID,
-                            },
-                            "contacts": [
-                                {"profile": {"name": "Customer"}, "wa_id": wa_id}
-                            ],
-                            "messages": [
-                                {
-                                    "from": wa_id,
-                                    "id": wamid,
-                                    "timestamp": str(at),
-                                    "type": "text",
-                                    "text": {"body": text},
-                                }
-                            ],
-                        },
-                    }
-                ],
-            }
-        ],
-    }
+    return webhook_envelope(
+        {
+            "contacts": [{"profile": {"name": "Customer"}, "wa_id": wa_id}],
+            "messages": [
+                {
+                    "from": wa_id,
+                    "id": wamid,
+                    "timestamp": str(at),
+                    "type": "text",
+                    "text": {"body": text},
+                }
+            ],
+        }
+    )
 
 
 @pytest.fixture
