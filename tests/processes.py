@@ -124,6 +124,23 @@ def celery_worker_args(
     ]
 
 
+def celery_beat_args() -> list[str]:
+    """Beat on the database scheduler; no schedule or pid file on disk."""
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "saas",
+        "beat",
+        "-S",
+        "django_celery_beat.schedulers:DatabaseScheduler",
+        "-l",
+        "INFO",
+        "--pidfile=",
+    ]
+
+
 @dataclass
 class RedisServer(ManagedProcess):
     port: int = 0

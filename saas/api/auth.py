@@ -76,10 +76,15 @@ def user_register(*, username: str, email: str, password: str):
         )
 
 
-class RegisterView(generics.GenericAPIView):
+class OpenAuthView(generics.GenericAPIView):
+    """Endpoints for callers without a token: no auth, throttled per address."""
+
     permission_classes = [permissions.AllowAny]
     authentication_classes = []
     throttle_classes = [AuthRateThrottle]
+
+
+class RegisterView(OpenAuthView):
     serializer_class = RegisterSerializer
 
     @extend_schema(responses={201: RegisteredSerializer})
@@ -184,10 +189,7 @@ class DetailSerializer(serializers.Serializer):
     detail = serializers.CharField()
 
 
-class PasswordResetView(generics.GenericAPIView):
-    permission_classes = [permissions.AllowAny]
-    authentication_classes = []
-    throttle_classes = [AuthRateThrottle]
+class PasswordResetView(OpenAuthView):
     serializer_class = PasswordResetSerializer
 
     @extend_schema(responses=DetailSerializer)
@@ -198,10 +200,7 @@ class PasswordResetView(generics.GenericAPIView):
         return Response(RESET_REQUESTED, status=status.HTTP_200_OK)
 
 
-class PasswordResetConfirmView(generics.GenericAPIView):
-    permission_classes = [permissions.AllowAny]
-    authentication_classes = []
-    throttle_classes = [AuthRateThrottle]
+class PasswordResetConfirmView(OpenAuthView):
     serializer_class = PasswordResetConfirmSerializer
 
     @extend_schema(responses=DetailSerializer)

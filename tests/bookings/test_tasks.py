@@ -3,7 +3,6 @@
 Due times are set in the past (the workers' clock is the real one).
 """
 
-import sys
 from datetime import timedelta
 from importlib import import_module
 
@@ -19,7 +18,7 @@ from messaging.models import Message
 from queues.definitions import REMINDER
 from queues.services import job_enqueue
 from tests.factories import SalonFactory, TemplateFactory
-from tests.processes import ManagedProcess
+from tests.processes import ManagedProcess, celery_beat_args
 from tests.utils import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -126,19 +125,7 @@ def test_beat_down_for_an_hour_catches_up_on_start(
     start_worker(REMINDER.name)
     beat = ManagedProcess(
         name="beat",
-        args=[
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "saas",
-            "beat",
-            "-S",
-            "django_celery_beat.schedulers:DatabaseScheduler",
-            "-l",
-            "INFO",
-            "--pidfile=",
-        ],
+        args=celery_beat_args(),
         env=subprocess_env,
         log_path=tmp_path / "beat.log",
     ).start()

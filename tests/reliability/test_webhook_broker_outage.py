@@ -9,7 +9,7 @@ from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from messaging.models import Message, WebhookEvent
 from tests.messaging.conftest import sign, text_body
-from tests.processes import ManagedProcess, free_port
+from tests.processes import ManagedProcess, celery_beat_args, free_port
 from tests.utils import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -110,20 +110,7 @@ def test_webhooks_survive_a_broker_outage(
     processes(
         ManagedProcess(
             name="beat",
-            args=[
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "saas",
-                "beat",
-                "-S",
-                "django_celery_beat.schedulers:DatabaseScheduler",
-                "-s",
-                str(tmp_path / "beat-schedule"),
-                "-l",
-                "INFO",
-            ],
+            args=celery_beat_args(),
             env=env,
             log_path=tmp_path / "beat.log",
         )
