@@ -375,6 +375,7 @@ async def offer(port: int, requests: list[bytes], rate: float) -> dict:
     """Send requests[i] at start + i/rate, whatever happened to the others."""
     connections = Connections(port)
     latencies: list[float] = []
+    timeline: list[tuple[float, float]] = []  # (due, seconds from the start; latency)
     errors: dict[str, int] = {}
     acked: list[int] = []
 
@@ -387,6 +388,7 @@ async def offer(port: int, requests: list[bytes], rate: float) -> dict:
         if status == 200:
             acked.append(index)
             latencies.append(time.perf_counter() - due)
+            timeline.append((due - start, latencies[-1]))
         else:
             errors[str(status)] = errors.get(str(status), 0) + 1
 
@@ -410,7 +412,20 @@ async def offer(port: int, requests: list[bytes], rate: float) -> dict:
         "achieved_rate": len(acked) / elapsed,
         "p50_ms": percentile(latencies, 50) * 1000,
         "p99_ms": percentile(latencies, 99) * 1000,
+        "timeline": timeline,
     }
+
+
+def timeline_rows(timeline: list[tuple[float, float]]) -> list[str]:
+    """Ack latency second by second: where a tail comes from."""
+    by_second: dict[int, list[float]] = {}
+    for due, latency in timeline:
+        by_second.setdefault(int(due), []).append(latency)
+    return [
+        f"  s{second:>3}: n={len(values):>4} p50={percentile(values, 50) * 1e3:7.1f} "
+        f"p99={percentile(values, 99) * 1e3:7.1f} max={max(values) * 1e3:7.1f} ms"
+        for second, values in sorted(by_second.items())
+    ]
 
 
 # --- database -----------------------------------------------------------------

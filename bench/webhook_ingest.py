@@ -40,6 +40,7 @@ from bench.harness import (  # noqa: E402
     percentile,
     product_env,
     recreate_database,
+    timeline_rows,
     webhook_body,
     webhook_request,
 )
@@ -118,6 +119,9 @@ def main() -> int:
     parser.add_argument("--redis-queue-db", default="3")
     parser.add_argument("--drain-timeout", type=float, default=120.0)
     parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument(
+        "--timeline", action="store_true", help="print ack latency second by second"
+    )
     args = parser.parse_args()
     rates = [int(r) for r in args.rates.split(",")]
 
@@ -162,6 +166,7 @@ def main() -> int:
                 offer(web_port, [healthz_request(web_port)] * count, rate)
             )
             floor.pop("acked")
+            floor.pop("timeline")
             floor["web_cpu_ms"] = (product.cpu_seconds("web") - web_cpu) / count * 1e3
             web_cpu = product.cpu_seconds("web")
             worker_cpu = product.cpu_seconds("webhook")
@@ -171,6 +176,9 @@ def main() -> int:
                 for i in range(count)
             ]
             hooks = asyncio.run(offer(web_port, bodies, rate))
+            timeline = hooks.pop("timeline")
+            if args.timeline:
+                print(f"{rate}/s, webhooks:", *timeline_rows(timeline), sep="\n")
             hooks["web_cpu_ms"] = (product.cpu_seconds("web") - web_cpu) / count * 1e3
             drain = wait_drained(db_url, args.drain_timeout)
             hooks["worker_cpu_ms"] = (

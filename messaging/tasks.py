@@ -5,7 +5,7 @@ from datetime import timedelta
 from celery import shared_task
 from django.conf import settings
 
-from messaging import services
+from messaging import inbox, services
 from queues.definitions import MESSAGE_STATUS, OUTBOUND, WEBHOOK, queue_task_options
 
 
@@ -13,14 +13,27 @@ from queues.definitions import MESSAGE_STATUS, OUTBOUND, WEBHOOK, queue_task_opt
     name="messaging.webhook_event_process", bind=True, **queue_task_options(WEBHOOK)
 )
 def webhook_event_process_task(self, event_id: int) -> None:
-    services.webhook_event_process(event_id=event_id)
+    """One event: the seed's explicit webhook jobs and the admin's retries."""
+    inbox.webhook_event_process(event_id=event_id)
+
+
+@shared_task(
+    name="messaging.webhook_events_drain", bind=True, **queue_task_options(WEBHOOK)
+)
+def webhook_events_drain_task(self) -> int:
+    """Every pending event, batch after batch: what a webhook's kick queues."""
+    return inbox.webhook_events_drain(
+        batch_size=settings.WHATSAPP_WEBHOOK_BATCH_SIZE,
+        time_budget=settings.WHATSAPP_WEBHOOK_DRAIN_SECONDS,
+        linger=settings.WHATSAPP_WEBHOOK_DRAIN_LINGER_SECONDS,
+    )
 
 
 @shared_task(name="messaging.webhook_events_redrive", **queue_task_options(WEBHOOK))
 def webhook_events_redrive_task() -> int:
-    """Beat, every minute: pending events nobody is working on go back in."""
+    """Beat, every minute: pending events nobody is working on get drained."""
     return len(
-        services.webhook_events_redrive(
+        inbox.webhook_events_redrive(
             older_than=timedelta(
                 seconds=settings.WHATSAPP_WEBHOOK_REDRIVE_AFTER_SECONDS
             ),

@@ -144,7 +144,7 @@ def add_webhook_job(data: dict, priority: int = Priority.WEBHOOK):
     """addWebhookJob({salonId, payload, receivedAt}, priority): the payload is
     stored in the webhook inbox, as if Meta had posted it, and processed on
     whatsapp:webhook. Returns the inbox event."""
-    from messaging.services import webhook_event_receive
+    from messaging.inbox import webhook_event_receive
 
     payload = data.get("payload")
     if not isinstance(payload, dict):

@@ -375,6 +375,21 @@ WHATSAPP_WEBHOOK_REDRIVE_AFTER_SECONDS = env.int(
     "WHATSAPP_WEBHOOK_REDRIVE_AFTER_SECONDS", default=300
 )
 WHATSAPP_WEBHOOK_REDRIVE_BATCH = env.int("WHATSAPP_WEBHOOK_REDRIVE_BATCH", default=1000)
+# A drain job applies up to this many pending events per transaction...
+WHATSAPP_WEBHOOK_BATCH_SIZE = env.int("WHATSAPP_WEBHOOK_BATCH_SIZE", default=100)
+# ...and hands over to a fresh job after this long (below the soft time limit).
+WHATSAPP_WEBHOOK_DRAIN_SECONDS = env.float(
+    "WHATSAPP_WEBHOOK_DRAIN_SECONDS", default=20.0
+)
+# After a batch that was not full, wait this long for more events before the
+# next claim: fuller batches under a steady stream, for this much latency.
+WHATSAPP_WEBHOOK_DRAIN_LINGER_SECONDS = env.float(
+    "WHATSAPP_WEBHOOK_DRAIN_LINGER_SECONDS", default=0.05
+)
+# The "a drain job is queued or running" flag outlives a dead job by this much.
+WHATSAPP_WEBHOOK_DRAIN_FLAG_SECONDS = env.int(
+    "WHATSAPP_WEBHOOK_DRAIN_FLAG_SECONDS", default=30
+)
 
 # --- E-mail re-drive (issue 7, found by the soak) -----------------------------
 # Beat re-queues e-mails still queued and untouched after this long (their

@@ -12,7 +12,7 @@ from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from messaging import selectors, services
+from messaging import inbox, selectors, services
 from messaging.api.serializers import (
     ConversationSerializer,
     MessageCreateSerializer,
@@ -145,7 +145,7 @@ def whatsapp_webhook(request):
     except (ValueError, RecursionError):
         return _plain("body is not a JSON object", 400)
     try:
-        services.webhook_event_receive(body=text)
+        inbox.webhook_event_receive(body=text)
     except DatabaseError:
         logger.exception("Webhook not stored; answering 503 so Meta retries")
         return _plain("storage unavailable, retry later", 503)

@@ -7,7 +7,7 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
-from messaging import services
+from messaging import inbox, services
 from messaging.models import Conversation, Message, OrphanStatus, WebhookEvent
 from messaging.signals import messages_changed
 from tests.factories import ConversationFactory, MessageFactory
@@ -28,15 +28,15 @@ def at(unix: int) -> datetime:
 def ingest(body: bytes | dict) -> WebhookEvent:
     if isinstance(body, dict):
         body = json.dumps(body).encode()
-    event = services.webhook_event_receive(body=body.decode())
-    services.webhook_event_process(event_id=event.pk)
+    event = inbox.webhook_event_receive(body=body.decode())
+    inbox.webhook_event_process(event_id=event.pk)
     event.refresh_from_db()
     return event
 
 
 def test_received_event_is_stored_pending_with_its_exact_body(salon):
     raw = fixture_bytes("01_text_inbound.json")
-    event = services.webhook_event_receive(body=raw.decode())
+    event = inbox.webhook_event_receive(body=raw.decode())
     event.refresh_from_db()
     assert event.status == WebhookEvent.Status.PENDING
     assert event.body.encode() == raw and event.attempts == 0
@@ -86,7 +86,7 @@ def test_same_body_twice_stores_one_message(salon):
 
 def test_processing_an_event_again_is_a_no_op(salon):
     event = ingest(fixture_bytes("01_text_inbound.json"))
-    assert services.webhook_event_process(event_id=event.pk) is None
+    assert inbox.webhook_event_process(event_id=event.pk) is None
     event.refresh_from_db()
     assert event.attempts == 1 and Message.objects.count() == 1
 
@@ -286,20 +286,20 @@ def test_orphans_are_kept_once_and_adopted_by_the_message_later(salon, settings)
 
 
 def test_redrive_takes_old_pending_events_once_per_threshold(salon):
-    old = services.webhook_event_receive(body="{}")
-    recent = services.webhook_event_receive(body="{}")
-    done = services.webhook_event_receive(body="{}")
+    old = inbox.webhook_event_receive(body="{}")
+    recent = inbox.webhook_event_receive(body="{}")
+    done = inbox.webhook_event_receive(body="{}")
     ten_minutes_ago = timezone.now() - timedelta(minutes=10)
     WebhookEvent.objects.filter(pk__in=[old.pk, done.pk]).update(
         received_at=ten_minutes_ago
     )
     WebhookEvent.objects.filter(pk=done.pk).update(status="processed")
 
-    assert services.webhook_events_redrive(older_than=timedelta(minutes=5)) == [old.pk]
-    assert services.webhook_events_redrive(older_than=timedelta(minutes=5)) == []
+    assert inbox.webhook_events_redrive(older_than=timedelta(minutes=5)) == [old.pk]
+    assert inbox.webhook_events_redrive(older_than=timedelta(minutes=5)) == []
     # Once the threshold has passed again, the recent one (and only it) goes.
     WebhookEvent.objects.filter(pk=old.pk).update(redriven_at=ten_minutes_ago)
-    assert recent.pk in services.webhook_events_redrive(older_than=timedelta(0))
+    assert recent.pk in inbox.webhook_events_redrive(older_than=timedelta(0))
 
 
 # --- outbound -----------------------------------------------------------------
@@ -357,7 +357,7 @@ def test_an_event_held_by_another_job_is_retried_not_dropped(salon):
     from queues.definitions import RetryableJobError
     from tests.conftest import test_database_url
 
-    event = services.webhook_event_receive(
+    event = inbox.webhook_event_receive(
         body=fixture_bytes("01_text_inbound.json").decode()
     )
     with psycopg.connect(test_database_url()) as holder:
@@ -366,8 +366,8 @@ def test_an_event_held_by_another_job_is_retried_not_dropped(salon):
             [event.pk],
         )
         with pytest.raises(RetryableJobError):
-            services.webhook_event_process(event_id=event.pk)
+            inbox.webhook_event_process(event_id=event.pk)
         holder.rollback()  # the holder died without processing it
-    services.webhook_event_process(event_id=event.pk)
+    inbox.webhook_event_process(event_id=event.pk)
     event.refresh_from_db()
     assert event.status == WebhookEvent.Status.PROCESSED and event.attempts == 1

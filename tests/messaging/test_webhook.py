@@ -451,10 +451,10 @@ BROKER_AWAY_SCRIPT = """
 import django, sys
 django.setup()
 import saas.celery
-from messaging import services
+from messaging import inbox
 from queues.definitions import RetryableJobError
 try:
-    services.webhook_event_process(event_id=int(sys.argv[1]))
+    inbox.webhook_event_process(event_id=int(sys.argv[1]))
 except RetryableJobError as exc:
     print("retryable", exc)
 """

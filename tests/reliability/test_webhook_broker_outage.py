@@ -1,5 +1,9 @@
 """Stop the broker's Redis, post 200 webhooks: all answered 200, all processed
-after the broker is back and beat has re-driven them; 0 lost."""
+after the broker is back and beat has re-driven them; 0 lost.
+
+The webhook worker is stopped for the outage: a running drain job keeps
+processing events without the broker (the database holds them), which would
+leave nothing for the re-drive to prove."""
 
 import sys
 
@@ -85,12 +89,13 @@ def test_webhooks_survive_a_broker_outage(
             return False
 
     wait_until(web_up, timeout=30, message="gunicorn up")
-    start_worker("whatsapp:webhook", concurrency=2, env=env)
+    worker = start_worker("whatsapp:webhook", concurrency=2, env=env)
 
     # The pipeline works on this broker before the outage.
     assert post(http, text_body("wamid.BEFORE")) == 200
     wait_until(lambda: processed() == 1, timeout=30, message="control event")
 
+    worker.stop()
     broker.stop()
     answers = [
         post(http, text_body(f"wamid.OUTAGE{n:04d}", wa_id=f"1650555{n % 20:04d}"))
@@ -102,6 +107,7 @@ def test_webhooks_survive_a_broker_outage(
 
     restarted = make_redis_server(port=broker.port)
     assert restarted.client(db=int(env["REDIS_QUEUE_DB"])).dbsize() == 0  # nothing kept
+    start_worker("whatsapp:webhook", concurrency=2, env=env)
     every_second, _ = IntervalSchedule.objects.get_or_create(every=1, period="seconds")
     PeriodicTask.objects.update_or_create(
         name="whatsapp: re-drive pending webhook events",
