@@ -85,6 +85,26 @@ def _group_stats(pgid: int) -> tuple[int, int, int]:
     return count, ticks, rss
 
 
+def command_cpu_seconds(command: str) -> float:
+    """User+system CPU of every live process whose name is ``command``
+    (PostgreSQL's backends, redis-server), from /proc."""
+    ticks = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            head, tail = stat.read_text().rsplit(")", 1)
+        except OSError:
+            continue
+        if head.split("(", 1)[1] == command:
+            fields = tail.split()
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    """This process's CPU: the load generator's cost."""
+    return time.process_time()
+
+
 class Product:
     """The Procfile's processes (all but Flower) in their own process groups."""
 

@@ -33,10 +33,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.harness import (  # noqa: E402
     PHONE_NUMBER_ID,
     Product,
+    command_cpu_seconds,
     free_port,
     healthz_request,
     manage,
     offer,
+    own_cpu_seconds,
     percentile,
     product_env,
     recreate_database,
@@ -170,6 +172,7 @@ def main() -> int:
             floor["web_cpu_ms"] = (product.cpu_seconds("web") - web_cpu) / count * 1e3
             web_cpu = product.cpu_seconds("web")
             worker_cpu = product.cpu_seconds("webhook")
+            others = (command_cpu_seconds("postgres"), own_cpu_seconds())
             prefix = f"wamid.BENCH.{rate}."
             bodies = [
                 webhook_request(web_port, webhook_body(f"{prefix}{i:06d}", i % 500))
@@ -180,7 +183,11 @@ def main() -> int:
             if args.timeline:
                 print(f"{rate}/s, webhooks:", *timeline_rows(timeline), sep="\n")
             hooks["web_cpu_ms"] = (product.cpu_seconds("web") - web_cpu) / count * 1e3
+            hooks["client_cpu_ms"] = (own_cpu_seconds() - others[1]) / count * 1e3
             drain = wait_drained(db_url, args.drain_timeout)
+            hooks["postgres_cpu_ms"] = (
+                (command_cpu_seconds("postgres") - others[0]) / count * 1e3
+            )
             hooks["worker_cpu_ms"] = (
                 (product.cpu_seconds("webhook") - worker_cpu) / count * 1e3
             )
@@ -212,9 +219,10 @@ def print_row(r: dict, header: bool) -> None:
             "| offered/s | achieved/s | errors | ack p50 ms | ack p99 ms | "
             "healthz p99 ms | p99 ratio | e2e p50 ms | e2e p95 ms | drain s | "
             "lost | dup | web CPU ms/req (webhook / healthz) | "
-            "worker CPU ms/event | load avg |"
+            "worker CPU ms/event | PostgreSQL CPU ms/event | client CPU ms/req | "
+            "load avg |"
         )
-        print("|" + "---|" * 15)
+        print("|" + "---|" * 17)
     hooks, floor = r["webhook"], r["healthz"]
     drain = "n/a" if r["drain_s"] is None else f"{r['drain_s']:.1f}"
     errors = sum(hooks["errors"].values())
@@ -224,7 +232,8 @@ def print_row(r: dict, header: bool) -> None:
         f"{r['p99_ratio']:.1f} | {r['e2e_p50_ms']:.0f} | {r['e2e_p95_ms']:.0f} | "
         f"{drain} | {r['lost']} | {r['duplicated']} | "
         f"{hooks['web_cpu_ms']:.2f} / {floor['web_cpu_ms']:.2f} | "
-        f"{hooks['worker_cpu_ms']:.1f} | {r['load_average'][0]:.1f} |",
+        f"{hooks['worker_cpu_ms']:.1f} | {hooks['postgres_cpu_ms']:.2f} | "
+        f"{hooks['client_cpu_ms']:.2f} | {r['load_average'][0]:.1f} |",
         flush=True,
     )
 

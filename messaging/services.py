@@ -7,8 +7,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
-from django.db.models import Case, DateTimeField, Value, When
+from django.db import connection, transaction
+from django.db.models import Value
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
@@ -97,19 +97,40 @@ def conversation_for_customer(
     return conversation
 
 
+#: PostgreSQL: every conversation's time in one statement whose text does not
+#: depend on how many there are (two array parameters).
+_TOUCH_SQL = """
+UPDATE messaging_conversation AS c
+SET last_message_at = GREATEST(COALESCE(c.last_message_at, v.at), v.at){inbound}
+FROM unnest(%s::uuid[], %s::timestamptz[]) AS v(id, at)
+WHERE c.id = v.id
+"""
+_TOUCH_INBOUND = (
+    ",\n    last_inbound_at = GREATEST(COALESCE(c.last_inbound_at, v.at), v.at)"
+)
+
+
 def conversations_touch(latest: dict[Any, datetime], *, inbound: bool) -> None:
-    """last_message_at (and last_inbound_at) move forward, never back: one
-    UPDATE for all the conversations in ``latest`` (id -> time)."""
+    """last_message_at (and last_inbound_at) move forward, never back, for the
+    conversations in ``latest`` (id -> time)."""
     if not latest:
         return
-    at = Case(
-        *(When(pk=pk, then=Value(when)) for pk, when in latest.items()),
-        output_field=DateTimeField(),
-    )
-    updates = {"last_message_at": Greatest(Coalesce("last_message_at", at), at)}
-    if inbound:
-        updates["last_inbound_at"] = Greatest(Coalesce("last_inbound_at", at), at)
-    Conversation.objects.filter(pk__in=list(latest)).update(**updates)
+    if connection.vendor == "postgresql":
+        sql = _TOUCH_SQL.format(inbound=_TOUCH_INBOUND if inbound else "")
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [list(latest), list(latest.values())])
+        return
+    for pk, at in latest.items():  # SQLite, in development
+        updates = {
+            "last_message_at": Greatest(
+                Coalesce("last_message_at", Value(at)), Value(at)
+            )
+        }
+        if inbound:
+            updates["last_inbound_at"] = Greatest(
+                Coalesce("last_inbound_at", Value(at)), Value(at)
+            )
+        Conversation.objects.filter(pk=pk).update(**updates)
 
 
 def messages_changed_on_commit(salon_id, conversation_ids) -> None:

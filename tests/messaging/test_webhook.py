@@ -161,6 +161,33 @@ def test_database_down_is_503_so_meta_retries(salon):
     assert post_webhook(Client(), raw).status_code == 200
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_connection_killed_since_the_last_request_still_stores_the_webhook(salon):
+    """The webhook skips Django's per-request health check; the INSERT that
+    finds the connection dead reconnects and stores the body once."""
+    import psycopg
+
+    from tests.conftest import test_database_url
+
+    raw = fixture_bytes("01_text_inbound.json")
+    assert post_webhook(Client(), raw).status_code == 200  # a persistent connection
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (backend,) = cursor.fetchone()
+    with psycopg.connect(test_database_url(), autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", [backend])
+        wait_until(
+            lambda: not admin.execute(
+                "SELECT 1 FROM pg_stat_activity WHERE pid = %s", [backend]
+            ).fetchone(),
+            timeout=10,
+            message="backend gone",
+        )
+
+    assert post_webhook(Client(), raw).status_code == 200
+    assert WebhookEvent.objects.count() == 2
+
+
 @pytest.mark.django_db
 def test_other_methods_are_405(client):
     assert client.put(WEBHOOK_URL, b"{}").status_code == 405
