@@ -25,6 +25,9 @@ def invalidate_for_booking(sender, instance, **kwargs) -> None:
 
     tracked, before = dashboard_tracked(instance)
     salon_id = instance.salon_id
+    # The salon the row had when this instance read or last saved it.
+    stored_salon_id = instance.__dict__.get("_stored_salon_id", salon_id)
+    instance.__dict__["_stored_salon_id"] = salon_id
     owner_id = None
     if type(instance).salon.is_cached(instance):
         owner_id = instance.salon.owner_id
@@ -33,10 +36,13 @@ def invalidate_for_booking(sender, instance, **kwargs) -> None:
             booking=instance, before=before, owner_id=owner_id
         )
         return
-    transaction.on_commit(
-        lambda: dashboard_cache_invalidate_salon(salon_id=salon_id, owner_id=owner_id),
-        robust=True,
-    )
+
+    def invalidate() -> None:
+        dashboard_cache_invalidate_salon(salon_id=salon_id, owner_id=owner_id)
+        if stored_salon_id not in (None, salon_id):
+            dashboard_cache_invalidate_salon(salon_id=stored_salon_id)
+
+    transaction.on_commit(invalidate, robust=True)
 
 
 def invalidate_for_salon(sender, instance, **kwargs) -> None:
