@@ -188,6 +188,17 @@ def _patched(value: dict[str, Any], change: BookingChange, zone: str) -> dict | 
 
 
 # --- reads -----------------------------------------------------------------------
+# A scope's sequence of announced changes; a lost (evicted, flushed) one restarts
+# from the clock in microseconds, far past any number a reader computing holds.
+_START_SEQUENCE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+    local t = redis.call('TIME')
+    redis.call('SET', KEYS[1], t[1] .. string.format('%06d', t[2]))
+end
+"""
+_SEQUENCE = _START_SEQUENCE + "return redis.call('GET', KEYS[1])"
+
+
 class _DashboardStore:
     """fetch()'s StoreHook for a dashboard: registers the value under its salons
     and applies the changes announced in its scope since it started computing."""
@@ -197,11 +208,15 @@ class _DashboardStore:
         self.log = _writes_key(scope)
         self.keys = [_writes_seq_key(scope)]
 
-    def prepare(self, pipe, value, seen) -> tuple[dict[str, Any], Queue] | None:
+    def begin(self, client: redis.Redis) -> int:
+        """The scope's sequence number before computing (created if absent)."""
+        return int(client.eval(_SEQUENCE, 1, self.keys[0]))
+
+    def prepare(self, pipe, value, seen: int) -> tuple[dict[str, Any], Queue] | None:
         zones: dict[str, str] = value["zones"]
         stored = {k: v for k, v in value.items() if k != "zones"}
         stored.update(token=uuid.uuid4().hex[:16], patched=[])
-        started, current = int(seen[0] or 0), int(pipe.get(self.keys[0]) or 0)
+        started, current = seen, int(pipe.get(self.keys[0]) or 0)
         if current != started:
             if current < started or stored["snapshot"] is None:
                 return None
@@ -246,7 +261,7 @@ def dashboard_stats_cached(*, user, salon_id: uuid.UUID | None = None) -> Fetche
         store_hook=_DashboardStore(key, _version_scope(user, salon_id)),
     )
     if (fetched.value["scope"] == "staff" and scope != "staff") or (
-        "token" not in fetched.value
+        fetched.hit and "token" not in fetched.value
     ):
         # Computed while this user was staff: their rights have shrunk since.
         # Or stored by a version that did not register values for patching.
@@ -371,6 +386,10 @@ def dashboard_cache_patch_on_commit(
 _ANNOUNCE = """
 local n = #KEYS / 2
 for i = 1, n do
+    if redis.call('EXISTS', KEYS[n + i]) == 0 then
+        local t = redis.call('TIME')
+        redis.call('SET', KEYS[n + i], t[1] .. string.format('%06d', t[2]))
+    end
     local seq = redis.call('INCR', KEYS[n + i])
     redis.call('ZADD', KEYS[i], seq, ARGV[1])
     redis.call('ZREMRANGEBYRANK', KEYS[i], 0, -(tonumber(ARGV[2]) + 1))
@@ -414,6 +433,10 @@ def _dashboard_patch(change: BookingChange) -> bool:
     )
     registry = _salon_keys_key(change.salon_id)
     registered = cache_service.execute(lambda c: c.hkeys(registry))
+    if not registered:
+        # Nothing cached covers the salon, or its registry was evicted (it
+        # outlives the values it lists otherwise): only a version bump is safe.
+        return False
     exact = True
 
     for raw_key in registered:

@@ -181,16 +181,18 @@ class Fetched:
 class StoreHook(Protocol):
     """How ``fetch`` stores a computed value when compare-and-set is not enough.
 
-    ``keys`` are read right before computing and watched while storing.
-    ``prepare(pipe, value, seen)`` runs under WATCH (``pipe`` executes at once;
-    ``seen`` holds what ``keys`` held before computing) and returns the value to
-    store and serve with the commands to queue beside it, or None not to store.
+    ``begin(client)`` runs right before computing; what it returns is passed
+    as ``seen`` to ``prepare(pipe, value, seen)``, which runs under WATCH of
+    ``keys`` (``pipe`` executes at once) and returns the value to store and
+    serve with the commands to queue beside it, or None not to store.
     """
 
     keys: Sequence[str]
 
+    def begin(self, client: redis.Redis) -> Any: ...
+
     def prepare(
-        self, pipe: redis.client.Pipeline, value: Any, seen: list[bytes | None]
+        self, pipe: redis.client.Pipeline, value: Any, seen: Any
     ) -> tuple[Any, Queue] | None: ...
 
 
@@ -552,7 +554,7 @@ class CacheService:
             seen = None
             if store_hook is not None:
                 try:
-                    seen = self._call(lambda c: c.mget(store_hook.keys))
+                    seen = self._call(store_hook.begin)
                 except CacheUnavailable:
                     return Fetched(compute(), hit=False)
             value = compute()

@@ -194,6 +194,7 @@ def test_write_committing_while_a_reader_computes_is_applied_once(user, monkeypa
     the patch adds nothing."""
     salon = SalonFactory(owner=user)
     BookingFactory(salon=salon)
+    dashboard_stats_cached(user=user, salon_id=salon.pk)  # the salon has a registry
     real_snapshot = bookings_cache.dashboard_snapshot
     patches = []
     real_patch = bookings_cache.dashboard_cache_patch
@@ -254,6 +255,41 @@ def test_patch_of_a_vanished_value_forgets_its_registration(user):
     raw.delete(dashboard_key(user.pk))
     create(salon)
     assert raw.hkeys(registry) == []
+
+
+def test_lost_registry_falls_back_to_invalidation(user):
+    """Under memory pressure Redis may evict a salon's registry before the
+    values it lists: the write then cannot find them and must invalidate."""
+    salon = SalonFactory(owner=user)
+    dashboard_stats_cached(user=user)
+    cache_redis().delete(f"dashboard:keys:salon:{salon.pk}")
+    create(salon)
+    fetched = dashboard_stats_cached(user=user)
+    assert not fetched.hit and fetched.value["bookings_total"] == 1
+
+
+def test_reader_that_outlived_a_lost_sequence_does_not_store(user, monkeypatch):
+    salon = SalonFactory(owner=user)
+    create(salon)  # the sequences exist
+    dashboard_stats_cached(user=user, salon_id=salon.pk)  # and a registry
+    raw = cache_redis()
+    real_snapshot = bookings_cache.dashboard_snapshot
+
+    def compute_then_lose_the_log_and_write(**kwargs):
+        computed = real_snapshot(**kwargs)
+        raw.delete(*raw.keys("dashboard:writes:*"))
+        thread = threading.Thread(target=lambda: (create(salon), connection.close()))
+        thread.start()
+        thread.join(30)
+        return computed
+
+    monkeypatch.setattr(
+        bookings_cache, "dashboard_snapshot", compute_then_lose_the_log_and_write
+    )
+    assert not dashboard_stats_cached(user=user).hit
+    monkeypatch.undo()
+    fetched = dashboard_stats_cached(user=user)
+    assert not fetched.hit and fetched.value["bookings_total"] == 2
 
 
 # --- what still invalidates -----------------------------------------------------
