@@ -79,6 +79,13 @@ class Booking(models.Model):
     def __str__(self) -> str:
         return f"{self.customer_name}, {self.service_name}, {self.start_at:%Y-%m-%d}"
 
+    @classmethod
+    def from_db(cls, db, field_names, values):
+        booking = super().from_db(db, field_names, values)
+        # A save that moves the booking changes two salons' dashboards.
+        booking.__dict__["_stored_salon_id"] = booking.__dict__.get("salon_id")
+        return booking
+
     @property
     def is_active(self) -> bool:
         return self.status in self.ACTIVE_STATUSES

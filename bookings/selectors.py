@@ -1,9 +1,11 @@
 import uuid
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from django.db import connection, transaction
 from django.db.models import Count, Q, QuerySet
 from django.http import Http404
 from django.utils import timezone
@@ -35,6 +37,14 @@ _DISPATCHED = ("sent", "delivered", "read", "failed")
 _ARRIVED = ("delivered", "read")
 
 
+def _local_day(now: datetime, zone: str) -> tuple[datetime, datetime]:
+    """[start, end) of the day ``now`` falls on in ``zone``."""
+    tz = ZoneInfo(zone)
+    today = now.astimezone(tz).date()
+    start = datetime.combine(today, time.min, tzinfo=tz)
+    return start, datetime.combine(today + timedelta(days=1), time.min, tzinfo=tz)
+
+
 def _today_filter(salons: list[tuple[uuid.UUID, str]], now: datetime) -> Q:
     """Bookings starting today in their own salon's time zone, one range per zone
     so the (salon, start_at) index serves it."""
@@ -43,12 +53,40 @@ def _today_filter(salons: list[tuple[uuid.UUID, str]], now: datetime) -> Q:
         salons_by_zone[zone].append(salon_id)
     condition = Q()
     for zone, salon_ids in salons_by_zone.items():
-        tz = ZoneInfo(zone)
-        today = now.astimezone(tz).date()
-        start = datetime.combine(today, time.min, tzinfo=tz)
-        end = datetime.combine(today + timedelta(days=1), time.min, tzinfo=tz)
+        start, end = _local_day(now, zone)
         condition |= Q(salon_id__in=salon_ids, start_at__gte=start, start_at__lt=end)
     return condition
+
+
+def _upcoming_filter(now: datetime) -> Q:
+    return Q(start_at__gte=now, status__in=Booking.ACTIVE_STATUSES)
+
+
+def booking_figures(
+    *, start_at: datetime, status: str, now: datetime, zone: str
+) -> dict[str, Any]:
+    """What one booking adds to the booking figures of ``dashboard_stats`` computed
+    at ``now`` with its salon in ``zone``: the same definitions as its aggregate
+    (tests/bookings/test_dashboard_patch.py holds them equal over random bookings).
+    """
+    start, end = _local_day(now, zone)
+    return {
+        "bookings_total": 1,
+        "bookings_today": int(start <= start_at < end),
+        "bookings_upcoming": int(start_at >= now and status in Booking.ACTIVE_STATUSES),
+        "bookings_by_status": {status: 1},
+    }
+
+
+@dataclass
+class DashboardSnapshot:
+    """``dashboard_stats`` and what is needed to patch it exactly later: the
+    PostgreSQL snapshot its queries saw (``xmin:xmax:xip,...``; None when they
+    did not share one) and the time zone of each salon it covers."""
+
+    stats: dict[str, Any]
+    snapshot: str | None
+    salon_zones: dict[str, str]
 
 
 def dashboard_stats(*, user, salon_id: uuid.UUID | None = None) -> dict[str, Any]:
@@ -58,13 +96,38 @@ def dashboard_stats(*, user, salon_id: uuid.UUID | None = None) -> dict[str, Any
     their bookings, a count of conversations, and messages grouped by direction
     and status (an index-only scan of the (salon, direction, status) index).
     """
+    return dashboard_snapshot(user=user, salon_id=salon_id).stats
+
+
+def dashboard_snapshot(
+    *, user, salon_id: uuid.UUID | None = None, now: datetime | None = None
+) -> DashboardSnapshot:
+    """``dashboard_stats`` (as of ``now``, default the current time), its queries
+    in one REPEATABLE READ snapshot on PostgreSQL outside any transaction (the
+    snapshot is then returned)."""
+    now = now or timezone.now()
+    if connection.vendor != "postgresql" or connection.in_atomic_block:
+        return _dashboard_compute(user=user, salon_id=salon_id, now=now, snapshot=None)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        # The first query fixes the snapshot every later query of the
+        # transaction reads.
+        cursor.execute("SELECT pg_current_snapshot()::text")
+        (snapshot,) = cursor.fetchone()
+        return _dashboard_compute(
+            user=user, salon_id=salon_id, now=now, snapshot=snapshot
+        )
+
+
+def _dashboard_compute(
+    *, user, salon_id: uuid.UUID | None, now: datetime, snapshot: str | None
+) -> DashboardSnapshot:
     salons = salons_for(user)
     if salon_id is not None:
         salons = salons.filter(pk=salon_id)
     salon_zones = list(salons.order_by().values_list("pk", "timezone"))
     if salon_id is not None and not salon_zones:
         raise Http404("No such salon.")
-    now = timezone.now()
     stats: dict[str, Any] = {
         "bookings_total": 0,
         "bookings_today": 0,
@@ -78,8 +141,9 @@ def dashboard_stats(*, user, salon_id: uuid.UUID | None = None) -> dict[str, Any
         "reminders_sent": 0,
         "generated_at": now.isoformat(),
     }
+    zones = {str(pk): zone for pk, zone in salon_zones}
     if not salon_zones:
-        return stats
+        return DashboardSnapshot(stats, snapshot, zones)
     salon_ids = [pk for pk, _ in salon_zones]
 
     by_status = {
@@ -89,9 +153,7 @@ def dashboard_stats(*, user, salon_id: uuid.UUID | None = None) -> dict[str, Any
     bookings = Booking.objects.filter(salon_id__in=salon_ids).aggregate(
         total=Count("pk"),
         today=Count("pk", filter=_today_filter(salon_zones, now)),
-        upcoming=Count(
-            "pk", filter=Q(start_at__gte=now, status__in=Booking.ACTIVE_STATUSES)
-        ),
+        upcoming=Count("pk", filter=_upcoming_filter(now)),
         **by_status,
     )
     stats["bookings_total"] = bookings["total"]
@@ -126,4 +188,4 @@ def dashboard_stats(*, user, salon_id: uuid.UUID | None = None) -> dict[str, Any
     if dispatched:
         arrived = sum(outbound[status] for status in _ARRIVED)
         stats["delivery_rate"] = round(arrived / dispatched, 4)
-    return stats
+    return DashboardSnapshot(stats, snapshot, zones)

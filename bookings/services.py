@@ -19,6 +19,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from bookings.cache import BookingState, dashboard_track
 from bookings.models import Booking, BookingReminder, Salon
 from bookings.signals import bookings_changed
 from messaging.models import Conversation, Message, MessageTemplate
@@ -170,6 +171,16 @@ def _booking_mail(booking: Booking, template: str) -> None:
         )
 
 
+def _booking_save(booking: Booking, *, before: BookingState | None, **kwargs) -> None:
+    """Save a change from ``before`` (None: new); after commit the cached
+    dashboards are patched with it rather than invalidated (bookings/cache.py)."""
+    dashboard_track(booking, before=before)
+    try:
+        booking.save(**kwargs)
+    finally:
+        booking.__dict__.pop("_dashboard_before", None)
+
+
 def booking_check(booking: Booking, *, start_changed: bool) -> None:
     """The booking rules beyond field types; normalises the phone in place."""
     booking.customer_phone = phone_normalize(booking.customer_phone)
@@ -208,7 +219,7 @@ def booking_create(
     )
     booking_check(booking, start_changed=True)
     booking.full_clean()
-    booking.save()
+    _booking_save(booking, before=None)
     reminders_sync(booking=booking)
     if booking.is_active:
         _booking_mail(booking, "booking_confirmation")
@@ -224,6 +235,7 @@ def booking_update(*, booking: Booking, data: dict[str, Any]) -> Booking:
         data = {k: v for k, v in data.items() if k != "status"}
     # Locked so a reminder job (which locks it too) sees all or nothing.
     booking = Booking.objects.select_for_update(of=("self",)).get(pk=booking.pk)
+    before = BookingState.of(booking)
     old_start, was_active = booking.start_at, booking.is_active
     for field_name in BOOKING_EDITABLE_FIELDS:
         if field_name in data:
@@ -232,7 +244,9 @@ def booking_update(*, booking: Booking, data: dict[str, Any]) -> Booking:
     booking_check(booking, start_changed=start_changed)
     booking.full_clean()
     # metadata is the reminders' to write; never save a stale copy over it.
-    booking.save(update_fields=[*BOOKING_EDITABLE_FIELDS, "updated_at"])
+    _booking_save(
+        booking, before=before, update_fields=[*BOOKING_EDITABLE_FIELDS, "updated_at"]
+    )
     if not booking.is_active:
         reminders_close(booking=booking, reason=f"booking {booking.status}")
     elif start_changed or not was_active:
@@ -248,8 +262,9 @@ def booking_cancel(*, booking: Booking) -> Booking:
         return booking
     if booking.status == Booking.Status.COMPLETED:
         raise ValidationError({"status": "A completed booking cannot be cancelled."})
+    before = BookingState.of(booking)
     booking.status = Booking.Status.CANCELLED
-    booking.save(update_fields=["status", "updated_at"])
+    _booking_save(booking, before=before, update_fields=["status", "updated_at"])
     reminders_close(booking=booking, reason="booking cancelled")
     _booking_mail(booking, "booking_cancelled")
     return booking
@@ -302,13 +317,12 @@ def reminders_sync(
     reminders already sent stay as they are.
     """
     now = now or timezone.now()
-    kept: set[str] = set()
-    if keep_sent:
-        kept = set(
-            booking.reminders.filter(status=BookingReminder.Status.SENT).values_list(
-                "kind", flat=True
-            )
+    sent = set(
+        booking.reminders.filter(status=BookingReminder.Status.SENT).values_list(
+            "kind", flat=True
         )
+    )
+    kept = sent if keep_sent else set()
     rows = []
     for kind in BookingReminder.Kind.values:
         if kind in kept:
@@ -336,24 +350,24 @@ def reminders_sync(
         unique_fields=["booking", "kind"],
         update_fields=_RESET_FIELDS,
     )
-    _after_commit_bookings_changed(booking.salon_id)
+    if sent - kept:
+        # Of the reminders, the dashboard counts only the sent ones.
+        _after_commit_bookings_changed(booking.salon_id)
     return list(booking.reminders.order_by("due_at"))
 
 
 @transaction.atomic
 def reminders_close(*, booking: Booking, reason: str) -> int:
     """Skip the booking's reminders that are not sent yet (a queued job that
-    runs later finds its row skipped and sends nothing)."""
-    closed = booking.reminders.filter(
+    runs later finds its row skipped and sends nothing). No dashboard figure
+    counts unsent reminders, so nothing is announced."""
+    return booking.reminders.filter(
         status__in=[BookingReminder.Status.PENDING, BookingReminder.Status.QUEUED]
     ).update(
         status=BookingReminder.Status.SKIPPED,
         reason=reason[:255],
         updated_at=timezone.now(),
     )
-    if closed:
-        _after_commit_bookings_changed(booking.salon_id)
-    return closed
 
 
 @transaction.atomic

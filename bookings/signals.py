@@ -1,7 +1,8 @@
 """Signals the booking services send after commit; cache invalidation listens.
 
 Sent with ``transaction.on_commit(lambda: bookings_changed.send(...))`` by any
-write that bulk-inserts or ``update()``s rows (which fire no post_save).
+write that bulk-inserts or ``update()``s rows the dashboard counts (which fire
+no post_save).
 """
 
 from django.db import transaction
@@ -14,16 +15,34 @@ bookings_changed = Signal()
 # --- Receivers (connected in BookingsConfig.ready): they only invalidate caches,
 # after commit, so a rolled-back write invalidates nothing.
 def invalidate_for_booking(sender, instance, **kwargs) -> None:
-    from bookings.cache import dashboard_cache_invalidate_salon
+    """A save the booking services tracked patches the dashboards in place;
+    any other save or delete invalidates them."""
+    from bookings.cache import (
+        dashboard_cache_invalidate_salon,
+        dashboard_cache_patch_on_commit,
+        dashboard_tracked,
+    )
 
+    tracked, before = dashboard_tracked(instance)
     salon_id = instance.salon_id
+    # The salon the row had when this instance read or last saved it.
+    stored_salon_id = instance.__dict__.get("_stored_salon_id", salon_id)
+    instance.__dict__["_stored_salon_id"] = salon_id
     owner_id = None
     if type(instance).salon.is_cached(instance):
         owner_id = instance.salon.owner_id
-    transaction.on_commit(
-        lambda: dashboard_cache_invalidate_salon(salon_id=salon_id, owner_id=owner_id),
-        robust=True,
-    )
+    if tracked and "created" in kwargs:  # post_save
+        dashboard_cache_patch_on_commit(
+            booking=instance, before=before, owner_id=owner_id
+        )
+        return
+
+    def invalidate() -> None:
+        dashboard_cache_invalidate_salon(salon_id=salon_id, owner_id=owner_id)
+        if stored_salon_id not in (None, salon_id):
+            dashboard_cache_invalidate_salon(salon_id=stored_salon_id)
+
+    transaction.on_commit(invalidate, robust=True)
 
 
 def invalidate_for_salon(sender, instance, **kwargs) -> None:

@@ -18,6 +18,11 @@ Guarantees:
   what it saw before computing (compare-and-set in Lua). Versioned keys carry
   the version read before computing; bumping the version (O(1), no KEYS/SCAN)
   makes every value tagged with an older one a miss.
+- Patching in place: ``update_versioned`` rewrites a versioned value under
+  WATCH/MULTI, keeping its version tag and TTL; ``fetch`` with a ``StoreHook``
+  stores under WATCH too, after the hook has checked (and may amend) the value,
+  for callers that patch values instead of invalidating them
+  (bookings/cache.py).
 - Stampede protection: on a miss one caller takes a short lock and computes;
   the others poll for its value and compute themselves only if the lock expires.
 - Hit/miss counters per namespace (the key's first segment) are kept in this
@@ -36,9 +41,9 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 import redis
 from django.conf import settings
@@ -52,6 +57,11 @@ R = TypeVar("R")
 
 _PICKLE_MARK = 0x80  # every pickle protocol >= 2 starts with this byte
 _MISSING = object()
+#: WATCH/MULTI attempts before giving up on a key other clients keep changing.
+_WATCH_ATTEMPTS = 20
+
+#: Commands a caller queues in a MULTI block.
+Queue = Callable[[redis.client.Pipeline], None]
 
 # Store ``ARGV[2]`` with TTL ``ARGV[3]`` ms only if the key still holds ``ARGV[1]``
 # ("" meaning: absent). Returns 1 when stored.
@@ -166,6 +176,24 @@ class _Counters:
 class Fetched:
     value: Any
     hit: bool
+
+
+class StoreHook(Protocol):
+    """How ``fetch`` stores a computed value when compare-and-set is not enough.
+
+    ``begin(client)`` runs right before computing; what it returns is passed
+    as ``seen`` to ``prepare(pipe, value, seen)``, which runs under WATCH of
+    ``keys`` (``pipe`` executes at once) and returns the value to store and
+    serve with the commands to queue beside it, or None not to store.
+    """
+
+    keys: Sequence[str]
+
+    def begin(self, client: redis.Redis) -> Any: ...
+
+    def prepare(
+        self, pipe: redis.client.Pipeline, value: Any, seen: Any
+    ) -> tuple[Any, Queue] | None: ...
 
 
 class CacheService:
@@ -344,18 +372,86 @@ class CacheService:
         return default if value is _MISSING else value
 
     def set_versioned(
-        self, key: str, value: Any, ttl: int | str | None, *, version_key: str
+        self,
+        key: str,
+        value: Any,
+        ttl: int | str | None,
+        *,
+        version_key: str,
+        also: Queue | None = None,
     ) -> bool:
-        """Store ``value`` tagged with the current version of ``version_key``.
+        """Store ``value`` tagged with the current version of ``version_key``,
+        with the commands ``also`` queues in the same MULTI block.
 
         Only for a value computed after that version was read; read-through
         callers use fetch(), which reads the version before computing."""
+
+        def store(client: redis.Redis) -> bool:
+            with client.pipeline(transaction=True) as pipe:
+                pipe.set(key, data, ex=ttl_for(ttl))
+                if also is not None:
+                    also(pipe)
+                return bool(pipe.execute()[0])
+
         try:
             _, _, version = self._read(key, version_key)
             data = encode({"version": version, "value": value})
-            return bool(self._call(lambda c: c.set(key, data, ex=ttl_for(ttl))))
+            return self._call(store)
         except CacheUnavailable:
             return False
+
+    def execute(self, operation: Callable[[redis.Redis], R]) -> R:
+        """``operation(client)`` behind the breaker: raises CacheUnavailable
+        (and opens the breaker) when Redis fails."""
+        return self._call(operation)
+
+    def update_versioned(
+        self,
+        key: str,
+        change: Callable[[redis.client.Pipeline, Any], tuple[Any, Queue | None]],
+        *,
+        watch: Sequence[str] = (),
+    ) -> None:
+        """Rewrite the versioned value of ``key`` atomically, keeping its version
+        tag (valid or not) and its TTL.
+
+        ``change(pipe, value)`` runs under WATCH of ``key`` and ``watch``
+        (``pipe`` executes at once); ``value`` is None for an absent key, a
+        tombstone or an unversioned value. It returns the new value (None: leave
+        the key) and commands to queue beside it (or None). Retried when a
+        watched key changes; raises CacheUnavailable when Redis fails or the
+        key keeps changing.
+        """
+
+        def attempt(client: redis.Redis) -> None:
+            with client.pipeline(transaction=True) as pipe:
+                for _ in range(_WATCH_ATTEMPTS):
+                    try:
+                        pipe.watch(key, *watch)
+                        envelope = decode(pipe.get(key))
+                        versioned = isinstance(envelope, dict) and "version" in envelope
+                        new, queue = change(
+                            pipe, envelope["value"] if versioned else None
+                        )
+                        new = new if versioned else None
+                        if new is None and queue is None:
+                            pipe.unwatch()
+                            return
+                        pipe.multi()
+                        if new is not None:
+                            data = encode(
+                                {"version": envelope["version"], "value": new}
+                            )
+                            pipe.set(key, data, keepttl=True)
+                        if queue is not None:
+                            queue(pipe)
+                        pipe.execute()
+                        return
+                    except redis.WatchError:
+                        continue
+            raise CacheUnavailable(f"{key} kept changing")
+
+        self._call(attempt)
 
     # --- read-through with stampede protection ---------------------------
     def get_or_set(
@@ -375,11 +471,13 @@ class CacheService:
         ttl: int | str | None = None,
         *,
         version_key: str | None = None,
+        store_hook: StoreHook | None = None,
     ) -> Fetched:
         """The cached value of ``key``, computing and storing it on a miss.
 
         With ``version_key``, a value counts only if it was stored under the
-        version that key holds now.
+        version that key holds now. With ``store_hook``, the hook decides what
+        is stored (see StoreHook).
         """
         try:
             raw, value, version = self._read(key, version_key)
@@ -412,7 +510,7 @@ class CacheService:
                         self.counters.count(key, hit=True)
                         return Fetched(value, hit=True)
                     return self._compute_and_store(
-                        key, compute, ttl, raw, version, lock_key, token
+                        key, compute, ttl, raw, version, lock_key, token, store_hook
                     )
                 time.sleep(random.uniform(0.005, 0.02))
                 raw, value, version = self._read(key, version_key)
@@ -448,20 +546,71 @@ class CacheService:
             return raw, _MISSING, current
         return raw, envelope["value"], current
 
-    def _compute_and_store(self, key, compute, ttl, raw, version, lock_key, token):
+    def _compute_and_store(
+        self, key, compute, ttl, raw, version, lock_key, token, store_hook=None
+    ):
         self.counters.count(key, hit=False)
         try:
+            seen = None
+            if store_hook is not None:
+                try:
+                    seen = self._call(store_hook.begin)
+                except CacheUnavailable:
+                    return Fetched(compute(), hit=False)
             value = compute()
-            stored = value if version is None else {"version": version, "value": value}
-            data = encode(stored)
             ttl_ms = ttl_for(ttl) * 1000
             try:
-                self._call(lambda c: c.eval(_CAS_SET, 1, key, raw or b"", data, ttl_ms))
+                if store_hook is not None:
+                    value = self._call(
+                        lambda c: self._store_guarded(
+                            c, key, raw, version, value, ttl_ms, store_hook, seen
+                        )
+                    )
+                else:
+                    stored = (
+                        value
+                        if version is None
+                        else {"version": version, "value": value}
+                    )
+                    data = encode(stored)
+                    self._call(
+                        lambda c: c.eval(_CAS_SET, 1, key, raw or b"", data, ttl_ms)
+                    )
             except CacheUnavailable:
                 pass
             return Fetched(value, hit=False)
         finally:
             self._unlock(lock_key, token)
+
+    @staticmethod
+    def _store_guarded(client, key, raw, version, value, ttl_ms, hook, seen) -> Any:
+        """Store as the hook prepares it, only while ``key`` still holds ``raw``
+        (compare-and-set under WATCH). Returns the value to serve."""
+        with client.pipeline(transaction=True) as pipe:
+            for _ in range(_WATCH_ATTEMPTS):
+                try:
+                    pipe.watch(key, *hook.keys)
+                    if pipe.get(key) != raw:
+                        pipe.unwatch()
+                        return value
+                    prepared = hook.prepare(pipe, value, seen)
+                    if prepared is None:
+                        pipe.unwatch()
+                        return value
+                    final, queue = prepared
+                    stored = (
+                        final
+                        if version is None
+                        else {"version": version, "value": final}
+                    )
+                    pipe.multi()
+                    pipe.set(key, encode(stored), px=ttl_ms)
+                    queue(pipe)
+                    pipe.execute()
+                    return final
+                except redis.WatchError:
+                    continue
+        return value
 
     def _unlock(self, lock_key: str, token: str) -> None:
         try:
