@@ -177,9 +177,11 @@ def test_a_connection_killed_since_the_last_request_still_stores_the_webhook(sal
     with psycopg.connect(test_database_url(), autocommit=True) as admin:
         admin.execute("SELECT pg_terminate_backend(%s)", [backend])
         wait_until(
-            lambda: not admin.execute(
-                "SELECT 1 FROM pg_stat_activity WHERE pid = %s", [backend]
-            ).fetchone(),
+            lambda: (
+                not admin.execute(
+                    "SELECT 1 FROM pg_stat_activity WHERE pid = %s", [backend]
+                ).fetchone()
+            ),
             timeout=10,
             message="backend gone",
         )
