@@ -76,6 +76,8 @@ def configure_environment(args) -> dict[str, str]:
         "LOG_LEVEL": "WARNING",
         "JWT_ACCESS_TOKEN_MINUTES": "240",
         "WHATSAPP_BACKEND": "console",
+        # Production settings refuse to start without SMTP; nothing is sent.
+        "EMAIL_URL": os.environ.get("EMAIL_URL", "smtp://127.0.0.1:2525"),
     }
     os.environ.update(env)
     return {**os.environ, **env}

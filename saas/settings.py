@@ -203,6 +203,9 @@ DASHBOARD_CACHE_TTL_SECONDS = env.int("DASHBOARD_CACHE_TTL_SECONDS", default=300
 SALON_CACHE_TTL_SECONDS = env.int("SALON_CACHE_TTL_SECONDS", default=1800)
 TEMPLATE_CACHE_TTL_SECONDS = env.int("TEMPLATE_CACHE_TTL_SECONDS", default=3600)
 CONVERSATION_CACHE_TTL_SECONDS = env.int("CONVERSATION_CACHE_TTL_SECONDS", default=600)
+# user:{id}, read by the API's JWT authentication; saves and deletes invalidate
+# it, the TTL bounds writes that bypass signals (queryset update()).
+USER_CACHE_TTL_SECONDS = env.int("USER_CACHE_TTL_SECONDS", default=60)
 
 # --- Celery -----------------------------------------------------------------
 QUEUE_RETRY_ATTEMPTS = env.int("QUEUE_RETRY_ATTEMPTS", default=3)
@@ -280,7 +283,7 @@ if not DEBUG and (
 # --- REST API ---------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework_simplejwt.authentication.JWTAuthentication",
+        "saas.api.authentication.CachedUserJWTAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PARSER_CLASSES": ["saas.api.parsers.SafeJSONParser"],
