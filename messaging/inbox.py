@@ -46,7 +46,8 @@ from messaging.services import (
     conversations_touch,
     messages_changed_on_commit,
 )
-from queues.definitions import Priority, RetryableJobError
+from queues.bootsteps import PAUSED_KEY
+from queues.definitions import WEBHOOK, Priority, RetryableJobError
 from queues.services import job_enqueue
 from saas.redis import queue_redis
 
@@ -137,13 +138,19 @@ def webhook_drain_kick(*, force: bool = False) -> bool:
     return queued
 
 
-def _drain_flag_hold() -> None:
+def _drain_flag_hold() -> bool:
+    """Refresh the flag; True if the queue has been paused from the queue page
+    or API (a running drain job is the one thing the pause cannot stop)."""
     try:
-        queue_redis().set(
+        pipe = queue_redis().pipeline(transaction=False)
+        pipe.set(
             DRAIN_FLAG_KEY, "running", ex=settings.WHATSAPP_WEBHOOK_DRAIN_FLAG_SECONDS
         )
+        pipe.sismember(PAUSED_KEY, WEBHOOK.name)
+        return bool(pipe.execute()[1])
     except Exception as exc:
         logger.debug("Drain flag not refreshed: %r", exc)
+        return False
 
 
 def _drain_flag_clear() -> None:
@@ -181,7 +188,7 @@ def webhook_events_drain(
     *, batch_size: int, time_budget: float, linger: float = 0.0
 ) -> int:
     """Process pending events batch after batch until none is left; returns how
-    many.
+    many. It stops when the queue is paused.
 
     After a batch that was not full the job waits ``linger`` seconds before
     claiming again, so that under a steady stream it takes fewer, fuller
@@ -193,7 +200,12 @@ def webhook_events_drain(
     drained = 0
     idle_polls = 0
     while True:
-        _drain_flag_hold()
+        if _drain_flag_hold():
+            # Paused: stop here and leave a job waiting in the queue, so that
+            # draining resumes with the queue.
+            logger.info("whatsapp:webhook is paused: drain stops, a job waits")
+            webhook_drain_kick(force=True)
+            return drained
         claimed = webhook_events_process_batch(limit=batch_size)
         drained += claimed
         if claimed and time.monotonic() > deadline:

@@ -149,3 +149,17 @@ def test_redrive_queues_a_drain_for_old_pending_events(salon):
     event = receive(text_body("wamid.OLD"))
     assert inbox.webhook_events_redrive(older_than=timedelta(0)) == [event.pk]
     assert queued_tasks() == ["messaging.webhook_events_drain"]
+
+
+def test_a_paused_queue_stops_the_drain_and_leaves_a_job_for_the_resume(salon):
+    from queues.bootsteps import PAUSED_KEY
+
+    for n in range(3):
+        receive(text_body(f"wamid.P{n}"))
+    queue_redis().sadd(PAUSED_KEY, "whatsapp:webhook")
+    assert drain() == 0
+    assert WebhookEvent.objects.filter(status="pending").count() == 3
+    assert queued_tasks() == ["messaging.webhook_events_drain"]
+
+    queue_redis().srem(PAUSED_KEY, "whatsapp:webhook")
+    assert drain() == 3
