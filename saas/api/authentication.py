@@ -16,6 +16,7 @@ changes apply to the next request; writes that bypass the signals (queryset
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils.translation import gettext_lazy as _
+from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework_simplejwt.authentication import JWTAuthentication
 from rest_framework_simplejwt.exceptions import InvalidToken
@@ -73,3 +74,9 @@ class CachedUserJWTAuthentication(JWTAuthentication):
                 _("The user's password has been changed."), code="password_changed"
             )
         return user
+
+
+class CachedUserJWTScheme(SimpleJWTScheme):
+    """OpenAPI: the same bearer JWT scheme as simplejwt's (registered on import)."""
+
+    target_class = CachedUserJWTAuthentication
