@@ -1,4 +1,5 @@
-"""The queue page, /admin/queues/, inside Django admin (staff only).
+"""The queue page, at QUEUE_DASHBOARD_PATH (/admin/queues/), inside Django admin
+(staff only).
 
 Plain HTML forms do everything (pause, resume, clean, retry, remove), so the
 page works without JavaScript; a small script refreshes the live parts every
@@ -280,22 +281,31 @@ def job_action_view(request, job_id: str):
     return _back(request, fallback)
 
 
+def queue_page_prefix(dashboard_path: str) -> str | None:
+    """QUEUE_DASHBOARD_PATH inside the admin site ("/admin/queues" -> "queues/"),
+    or None if it is not under /admin/: the page lives in the admin (its login,
+    its look), and system check saas.E002 refuses such a path."""
+    head, _, rest = dashboard_path.strip("/").partition("/")
+    return f"{rest}/" if head == "admin" and rest else None
+
+
 def queue_admin_urls() -> list:
     """URLs of the page, mounted inside the admin site (its login and look)."""
     view = admin.site.admin_view
+    root = queue_page_prefix(settings.QUEUE_DASHBOARD_PATH) or "queues/"
     return [
-        path("queues/", view(overview_view), name="queues-overview"),
-        path("queues/jobs/<str:job_id>/", view(job_view), name="queues-job"),
+        path(root, view(overview_view), name="queues-overview"),
+        path(f"{root}jobs/<str:job_id>/", view(job_view), name="queues-job"),
         path(
-            "queues/jobs/<str:job_id>/action/",
+            f"{root}jobs/<str:job_id>/action/",
             view(job_action_view),
             name="queues-job-action",
         ),
-        path("queues/<str:alias>/", view(queue_view), name="queues-queue"),
-        path("queues/<str:alias>/pause/", view(pause_view), name="queues-pause"),
-        path("queues/<str:alias>/clean/", view(clean_view), name="queues-clean"),
+        path(f"{root}<str:alias>/", view(queue_view), name="queues-queue"),
+        path(f"{root}<str:alias>/pause/", view(pause_view), name="queues-pause"),
+        path(f"{root}<str:alias>/clean/", view(clean_view), name="queues-clean"),
         path(
-            "queues/<str:alias>/retry-failed/",
+            f"{root}<str:alias>/retry-failed/",
             view(retry_failed_view),
             name="queues-retry-failed",
         ),

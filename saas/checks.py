@@ -1,4 +1,5 @@
-"""System checks: the broker's Redis must not evict queued jobs."""
+"""System checks: the broker's Redis must not evict queued jobs; the queue page
+must live in the admin."""
 
 import logging
 
@@ -54,5 +55,25 @@ def check_broker_eviction_policy(
             "under memory pressure it can silently delete queued jobs.",
             hint="Set maxmemory-policy noeviction on the broker's Redis.",
             id="saas.W001",
+        )
+    ]
+
+
+@checks.register(checks.Tags.urls)
+def check_queue_dashboard_path(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    """The queue page lives in the admin site (its login, its look)."""
+    from queues.admin import queue_page_prefix
+
+    if not settings.QUEUE_DASHBOARD_ENABLED or queue_page_prefix(
+        settings.QUEUE_DASHBOARD_PATH
+    ):
+        return []
+    return [
+        checks.Error(
+            f"QUEUE_DASHBOARD_PATH={settings.QUEUE_DASHBOARD_PATH!r} is not under "
+            "/admin/.",
+            hint="The queue page uses the admin's login: use a path like "
+            "/admin/queues.",
+            id="saas.E002",
         )
     ]

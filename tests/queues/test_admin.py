@@ -193,3 +193,26 @@ def test_retry_and_remove_one(staff):
 def test_admin_index_links_to_the_queue_page(staff):
     html = staff.get("/admin/").content.decode()
     assert 'href="/admin/queues/"' in html
+
+
+@pytest.mark.parametrize(
+    "path, prefix",
+    [
+        ("/admin/queues", "queues/"),
+        ("/admin/ops/queues/", "ops/queues/"),
+        ("/ops/queues", None),
+        ("/admin/", None),
+    ],
+)
+def test_queue_dashboard_path_places_the_page_inside_the_admin(path, prefix):
+    from django.test import override_settings
+
+    from queues.admin import queue_admin_urls, queue_page_prefix
+    from saas.checks import check_queue_dashboard_path
+
+    assert queue_page_prefix(path) == prefix
+    with override_settings(QUEUE_DASHBOARD_PATH=path):
+        errors = check_queue_dashboard_path()
+        routes = [str(url.pattern) for url in queue_admin_urls()]
+    assert [e.id for e in errors] == ([] if prefix else ["saas.E002"])
+    assert routes[0] == (prefix or "queues/")
