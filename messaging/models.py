@@ -80,12 +80,22 @@ class Message(models.Model):
     read_at = models.DateTimeField(null=True, blank=True)
     failed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(db_index=True)
+    redriven_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="An outbound message still queued was queued again by beat.",
+    )
 
     class Meta:
         ordering = ["created_at"]
         indexes = [
             models.Index(fields=["conversation", "created_at"]),
             models.Index(fields=["salon", "direction", "status"]),
+            models.Index(
+                fields=["created_at"],
+                condition=models.Q(direction="out", status="queued"),
+                name="message_outbound_queued_idx",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
-from django.db.models import Value
+from django.db.models import Q, Value
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
@@ -253,8 +253,6 @@ WINDOW_CLOSED = (
 @transaction.atomic
 def message_send_text(*, conversation: Conversation, text: str) -> Message:
     """Queue a staff member's free-text reply; sent on whatsapp:outbound."""
-    from messaging.tasks import message_outbound_send_task
-
     text = text.strip()
     if not text:
         raise ValidationError({"text": "The message is empty."})
@@ -273,13 +271,69 @@ def message_send_text(*, conversation: Conversation, text: str) -> Message:
     )
     conversations_touch({conversation.pk: now}, inbound=False)
     messages_changed_on_commit(conversation.salon_id, [conversation.pk])
-    job_enqueue(
-        message_outbound_send_task,
-        kwargs={"message_id": str(message.pk)},
-        priority=OUTBOUND.priority,
-        on_commit=True,
-    )
+    transaction.on_commit(lambda: _outbound_publish(message.pk))
     return message
+
+
+#: One quick retry, then give up: the queued Message is durable and beat
+#: re-drives it, so the staff member's request neither waits for the broker
+#: nor fails with it.
+OUTBOUND_PUBLISH_RETRY_POLICY = {
+    "max_retries": 1,
+    "interval_start": 0,
+    "interval_step": 0.05,
+    "interval_max": 0.05,
+}
+
+
+def _outbound_publish(message_id) -> None:
+    """Publish the message's send job. A broker outage is logged, not raised:
+    the message stays queued until beat re-drives it."""
+    from messaging.tasks import message_outbound_send_task
+
+    try:
+        job_enqueue(
+            message_outbound_send_task,
+            kwargs={"message_id": str(message_id)},
+            priority=OUTBOUND.priority,
+            retry=True,
+            retry_policy=OUTBOUND_PUBLISH_RETRY_POLICY,
+        )
+    except Exception as exc:  # kombu raises several unrelated types here
+        logger.warning(
+            "Outbound message %s stored but not enqueued (%r); beat re-drives it",
+            message_id,
+            exc,
+        )
+
+
+def messages_outbound_redrive(*, older_than: timedelta, limit: int = 500) -> list:
+    """Enqueue again the outbound messages still queued ``older_than`` after
+    they were written and not re-driven within that time (their enqueue
+    failed, or their job was lost). A job that was only late finds its
+    message sent and does nothing; one still waiting in a backlog longer than
+    ``older_than`` can send twice, which is why the threshold is minutes."""
+    now = timezone.now()
+    cutoff = now - older_than
+    with transaction.atomic():
+        ids = list(
+            Message.objects.select_for_update(skip_locked=True)
+            .filter(
+                direction=Message.Direction.OUTBOUND,
+                status=Message.Status.QUEUED,
+                wamid__isnull=True,
+                created_at__lt=cutoff,
+            )
+            .filter(Q(redriven_at__isnull=True) | Q(redriven_at__lt=cutoff))
+            .order_by("created_at")
+            .values_list("pk", flat=True)[:limit]
+        )
+        Message.objects.filter(pk__in=ids).update(redriven_at=now)
+    for message_id in ids:
+        _outbound_publish(message_id)
+    if ids:
+        logger.warning("Re-drove %d queued outbound messages", len(ids))
+    return ids
 
 
 def _outbound_send(message: Message) -> SendResult:

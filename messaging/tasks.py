@@ -68,3 +68,15 @@ def message_outbound_send_task(self, message_id: str) -> None:
     services.message_outbound_deliver(
         message_id=message_id, final_attempt=self.request.retries >= self.max_retries
     )
+
+
+@shared_task(name="messaging.messages_outbound_redrive", **queue_task_options(OUTBOUND))
+def messages_outbound_redrive_task() -> int:
+    """Beat, every minute: outbound messages whose job never ran go back in."""
+    return len(
+        services.messages_outbound_redrive(
+            older_than=timedelta(
+                seconds=settings.WHATSAPP_OUTBOUND_REDRIVE_AFTER_SECONDS
+            )
+        )
+    )

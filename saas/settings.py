@@ -389,6 +389,11 @@ WHATSAPP_WEBHOOK_DRAIN_SECONDS = env.float(
 WHATSAPP_WEBHOOK_DRAIN_LINGER_SECONDS = env.float(
     "WHATSAPP_WEBHOOK_DRAIN_LINGER_SECONDS", default=0.05
 )
+# Beat queues again outbound messages still queued this long after they were
+# written (their enqueue failed, or their job was lost).
+WHATSAPP_OUTBOUND_REDRIVE_AFTER_SECONDS = env.int(
+    "WHATSAPP_OUTBOUND_REDRIVE_AFTER_SECONDS", default=300
+)
 # The "a drain job is queued or running" flag outlives a dead job by this much.
 WHATSAPP_WEBHOOK_DRAIN_FLAG_SECONDS = env.int(
     "WHATSAPP_WEBHOOK_DRAIN_FLAG_SECONDS", default=30

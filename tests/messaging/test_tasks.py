@@ -12,6 +12,9 @@ from queues.definitions import MESSAGE_STATUS, OUTBOUND, WEBHOOK
 schedule_migration = importlib.import_module(
     "messaging.migrations.0003_webhook_redrive_schedule"
 )
+outbound_migration = importlib.import_module(
+    "messaging.migrations.0004_message_outbound_redrive"
+)
 
 
 @pytest.mark.parametrize(
@@ -21,6 +24,8 @@ schedule_migration = importlib.import_module(
         (tasks.webhook_events_redrive_task, WEBHOOK),
         (tasks.message_statuses_apply_task, MESSAGE_STATUS),
         (tasks.message_outbound_send_task, OUTBOUND),
+        (tasks.webhook_events_drain_task, WEBHOOK),
+        (tasks.messages_outbound_redrive_task, OUTBOUND),
     ],
 )
 def test_each_job_is_on_its_queue_with_its_retries(task, spec):
@@ -36,3 +41,12 @@ def test_migration_provisions_the_redrive_every_minute_once():
     assert task.enabled
     assert (task.interval.every, task.interval.period) == (1, "minutes")
     assert task.task == tasks.webhook_events_redrive_task.name
+
+
+@pytest.mark.django_db
+def test_migration_provisions_the_outbound_redrive_every_minute_once():
+    outbound_migration.provision(apps, None)  # again: idempotent
+    (task,) = PeriodicTask.objects.filter(task="messaging.messages_outbound_redrive")
+    assert task.enabled
+    assert (task.interval.every, task.interval.period) == (1, "minutes")
+    assert task.task == tasks.messages_outbound_redrive_task.name
