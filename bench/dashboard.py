@@ -529,6 +529,11 @@ def main() -> None:
     n_messages = max(int(MESSAGES * args.scale), SALONS)
     if args.reuse and database_ready(args, n_messages):
         print(f"Reusing database {args.db}.", file=sys.stderr)
+        import django
+        from django.core.management import call_command
+
+        django.setup()
+        call_command("migrate", verbosity=0)  # the schema may have moved on
     else:
         print(f"Building database {args.db} ...", file=sys.stderr)
         recreate_database(args)
