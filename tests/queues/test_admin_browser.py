@@ -5,6 +5,7 @@ without a reload, pause a queue, open a job. Screenshots go to tests/artifacts/.
 from pathlib import Path
 
 import pytest
+from django.db import connections
 
 from queues.definitions import WEBHOOK
 from queues.selectors import queue_stats
@@ -64,6 +65,10 @@ def page(browser, live_server, settings, django_user_model):
     page.wait_for_url("**/admin/queues/")
     yield page
     context.close()
+    # With playwright's loop running, asgiref gives the ORM calls made here
+    # their own connection, which Django's teardown does not see: close it
+    # while still in this context, or it outlives the test database.
+    connections.close_all()
 
 
 def count_cell(page, queue: str, state: str):
