@@ -48,8 +48,9 @@ from messaging.services import (
 )
 from queues.bootsteps import PAUSED_KEY
 from queues.definitions import WEBHOOK, Priority, RetryableJobError
-from queues.services import job_enqueue
+from queues.services import job_enqueue, job_enqueue_durable
 from saas.redis import queue_redis
+from saas.services import rows_claim_for_redrive
 
 logger = logging.getLogger(__name__)
 
@@ -59,15 +60,6 @@ DRAIN_FLAG_KEY = "whatsapp:webhook:drain"
 #: Statuses applied per message-status job: a 10,000-status body becomes 100
 #: small jobs, never one huge one.
 STATUS_BATCH_SIZE = 100
-
-#: One quick retry (a pooled connection gone stale after a broker restart), then
-#: give up: kombu's default policy would hold the webhook's answer for seconds.
-WEBHOOK_PUBLISH_RETRY_POLICY = {
-    "max_retries": 1,
-    "interval_start": 0,
-    "interval_step": 0.05,
-    "interval_max": 0.05,
-}
 
 
 # --- Receiving ------------------------------------------------------------------
@@ -90,26 +82,13 @@ def webhook_event_receive(*, body: str, priority: int | None = None) -> WebhookE
     return event
 
 
-def _publish_quietly(task, what: str, **options) -> bool:
-    """Publish a job; a broker outage is logged, not raised: the events are
-    durable and stay pending until a later kick or beat's re-drive."""
-    try:
-        job_enqueue(
-            task, retry=True, retry_policy=WEBHOOK_PUBLISH_RETRY_POLICY, **options
-        )
-    except Exception as exc:  # kombu raises several unrelated types here
-        logger.warning("%s stored but not enqueued (%r); beat re-drives it", what, exc)
-        return False
-    return True
-
-
 def webhook_event_enqueue(event_id: int, priority: int = Priority.WEBHOOK) -> bool:
     """A job for this one event (explicit jobs, and the admin's retries)."""
     from messaging.tasks import webhook_event_process_task
 
-    return _publish_quietly(
+    return job_enqueue_durable(
         webhook_event_process_task,
-        f"Webhook event {event_id}",
+        what=f"Webhook event {event_id}",
         kwargs={"event_id": event_id},
         priority=priority,
     )
@@ -130,8 +109,8 @@ def webhook_drain_kick(*, force: bool = False) -> bool:
     except Exception as exc:  # redis-py's errors; the broker is the same Redis
         logger.warning("Webhook drain not enqueued (%r); beat re-drives it", exc)
         return False
-    queued = _publish_quietly(
-        webhook_events_drain_task, "Webhook drain", priority=Priority.WEBHOOK
+    queued = job_enqueue_durable(
+        webhook_events_drain_task, what="Webhook drain", priority=Priority.WEBHOOK
     )
     if not queued:
         _drain_flag_clear()  # so that the next webhook tries again
@@ -164,17 +143,16 @@ def webhook_events_redrive(*, older_than: timedelta, limit: int = 1000) -> list[
     """Pending events older than ``older_than`` that were not re-driven within
     that time (their kick failed, or their job died): mark them and queue a
     drain job, which takes every pending event. Returns their ids."""
-    now = timezone.now()
-    cutoff = now - older_than
-    with transaction.atomic():
-        ids = list(
-            WebhookEvent.objects.select_for_update(skip_locked=True)
-            .filter(status=WebhookEvent.Status.PENDING, received_at__lt=cutoff)
-            .filter(Q(redriven_at__isnull=True) | Q(redriven_at__lt=cutoff))
-            .order_by("received_at")
-            .values_list("pk", flat=True)[:limit]
+    ids = [
+        event.pk
+        for event in rows_claim_for_redrive(
+            WebhookEvent.objects.filter(status=WebhookEvent.Status.PENDING).only("pk"),
+            stale_field="received_at",
+            older_than=older_than,
+            order_by="received_at",
+            limit=limit,
         )
-        WebhookEvent.objects.filter(pk__in=ids).update(redriven_at=now)
+    ]
     if ids:
         logger.warning("Re-driving %d pending webhook events", len(ids))
         webhook_drain_kick(force=True)

@@ -8,7 +8,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
-from django.db.models import Q, Value
+from django.db.models import Value
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
@@ -23,8 +23,8 @@ from messaging.payloads import message_error, meta_time
 from messaging.signals import messages_changed
 from messaging.whatsapp import SendResult, WhatsAppError, whatsapp_client
 from queues.definitions import OUTBOUND, RetryableJobError
-from queues.services import job_enqueue
-from saas.services import model_save_validated
+from queues.services import job_enqueue_durable
+from saas.services import model_save_validated, rows_claim_for_redrive
 
 logger = logging.getLogger(__name__)
 
@@ -71,30 +71,6 @@ def template_delete(*, template: MessageTemplate) -> None:
 def wa_id_from_phone(phone: str) -> str:
     """WhatsApp ids are E.164 numbers without the plus sign."""
     return phone.lstrip("+")
-
-
-def conversation_for_customer(
-    *, salon: Salon, wa_id: str, name: str = "", user_id: str = ""
-) -> Conversation:
-    """The salon's conversation with this customer, created on first contact.
-
-    Safe under concurrency: the (salon, customer_wa_id) unique constraint
-    decides, not a check-then-insert.
-    """
-    defaults = {"customer_name": name, "customer_user_id": user_id}
-    conversation, created = Conversation.objects.get_or_create(
-        salon=salon, customer_wa_id=wa_id, defaults=defaults
-    )
-    changed = {
-        field: value
-        for field, value in defaults.items()
-        if value and getattr(conversation, field) != value
-    }
-    if not created and changed:
-        Conversation.objects.filter(pk=conversation.pk).update(**changed)
-        for field, value in changed.items():
-            setattr(conversation, field, value)
-    return conversation
 
 
 #: PostgreSQL: every conversation's time in one statement whose text does not
@@ -275,36 +251,17 @@ def message_send_text(*, conversation: Conversation, text: str) -> Message:
     return message
 
 
-#: One quick retry, then give up: the queued Message is durable and beat
-#: re-drives it, so the staff member's request neither waits for the broker
-#: nor fails with it.
-OUTBOUND_PUBLISH_RETRY_POLICY = {
-    "max_retries": 1,
-    "interval_start": 0,
-    "interval_step": 0.05,
-    "interval_max": 0.05,
-}
-
-
 def _outbound_publish(message_id) -> None:
-    """Publish the message's send job. A broker outage is logged, not raised:
-    the message stays queued until beat re-drives it."""
+    """Publish the message's send job; in a broker outage the message stays
+    queued until beat re-drives it."""
     from messaging.tasks import message_outbound_send_task
 
-    try:
-        job_enqueue(
-            message_outbound_send_task,
-            kwargs={"message_id": str(message_id)},
-            priority=OUTBOUND.priority,
-            retry=True,
-            retry_policy=OUTBOUND_PUBLISH_RETRY_POLICY,
-        )
-    except Exception as exc:  # kombu raises several unrelated types here
-        logger.warning(
-            "Outbound message %s stored but not enqueued (%r); beat re-drives it",
-            message_id,
-            exc,
-        )
+    job_enqueue_durable(
+        message_outbound_send_task,
+        what=f"Outbound message {message_id}",
+        kwargs={"message_id": str(message_id)},
+        priority=OUTBOUND.priority,
+    )
 
 
 def messages_outbound_redrive(*, older_than: timedelta, limit: int = 500) -> list:
@@ -313,22 +270,20 @@ def messages_outbound_redrive(*, older_than: timedelta, limit: int = 500) -> lis
     failed, or their job was lost). A job that was only late finds its
     message sent and does nothing; one still waiting in a backlog longer than
     ``older_than`` can send twice, which is why the threshold is minutes."""
-    now = timezone.now()
-    cutoff = now - older_than
-    with transaction.atomic():
-        ids = list(
-            Message.objects.select_for_update(skip_locked=True)
-            .filter(
+    ids = [
+        message.pk
+        for message in rows_claim_for_redrive(
+            Message.objects.filter(
                 direction=Message.Direction.OUTBOUND,
                 status=Message.Status.QUEUED,
                 wamid__isnull=True,
-                created_at__lt=cutoff,
-            )
-            .filter(Q(redriven_at__isnull=True) | Q(redriven_at__lt=cutoff))
-            .order_by("created_at")
-            .values_list("pk", flat=True)[:limit]
+            ).only("pk"),
+            stale_field="created_at",
+            older_than=older_than,
+            order_by="created_at",
+            limit=limit,
         )
-        Message.objects.filter(pk__in=ids).update(redriven_at=now)
+    ]
     for message_id in ids:
         _outbound_publish(message_id)
     if ids:

@@ -15,7 +15,6 @@ from django.core.exceptions import ValidationError
 from django.core.mail import EmailMultiAlternatives
 from django.core.validators import validate_email
 from django.db import transaction
-from django.db.models import Q
 from django.template.loader import render_to_string
 from django.utils import timezone
 
@@ -26,7 +25,8 @@ from queues.definitions import (
     Priority,
     RetryableJobError,
 )
-from queues.services import job_enqueue
+from queues.services import job_enqueue_durable
+from saas.services import rows_claim_for_redrive
 
 logger = logging.getLogger(__name__)
 
@@ -107,59 +107,39 @@ def email_enqueue(
     return log
 
 
-#: One quick retry (a pooled connection gone stale after a broker restart), then
-#: give up: the EmailLog row is durable and beat re-drives it, so the request
-#: that asked for the e-mail neither waits for the broker nor fails with it.
-EMAIL_PUBLISH_RETRY_POLICY = {
-    "max_retries": 1,
-    "interval_start": 0,
-    "interval_step": 0.05,
-    "interval_max": 0.05,
-}
-
-
 def _email_publish(log: EmailLog) -> None:
-    """Publish the log's job. A broker outage is logged, not raised: the log
-    stays queued until beat re-drives it."""
+    """Publish the log's job; in a broker outage the log stays queued until
+    beat re-drives it."""
     from notifications.tasks import email_send
 
-    try:
-        job_enqueue(
-            email_send,
-            kwargs={
-                "data": {
-                    "to": log.to,
-                    "subject": log.subject,
-                    "template": log.template,
-                    "data": log.data,
-                    "priority": log.priority,
-                },
-                "log_id": str(log.pk),
+    job_enqueue_durable(
+        email_send,
+        what=f"E-mail {log.pk}",
+        kwargs={
+            "data": {
+                "to": log.to,
+                "subject": log.subject,
+                "template": log.template,
+                "data": log.data,
+                "priority": log.priority,
             },
-            priority=log.priority,
-            retry=True,
-            retry_policy=EMAIL_PUBLISH_RETRY_POLICY,
-        )
-    except Exception as exc:  # kombu raises several unrelated types here
-        logger.warning(
-            "E-mail %s logged but not enqueued (%r); beat re-drives it", log.pk, exc
-        )
+            "log_id": str(log.pk),
+        },
+        priority=log.priority,
+    )
 
 
 def emails_redrive(*, older_than: timedelta, limit: int = 500) -> list[str]:
     """Enqueue again the queued e-mails untouched for ``older_than`` and not
     re-driven within that time (their enqueue failed, or their job was lost).
     A job that was only late finds its log sent and does nothing."""
-    now = timezone.now()
-    cutoff = now - older_than
-    with transaction.atomic():
-        logs = list(
-            EmailLog.objects.select_for_update(skip_locked=True)
-            .filter(status=EmailLog.Status.QUEUED, updated_at__lt=cutoff)
-            .filter(Q(redriven_at__isnull=True) | Q(redriven_at__lt=cutoff))
-            .order_by("created_at")[:limit]
-        )
-        EmailLog.objects.filter(pk__in=[log.pk for log in logs]).update(redriven_at=now)
+    logs = rows_claim_for_redrive(
+        EmailLog.objects.filter(status=EmailLog.Status.QUEUED),
+        stale_field="updated_at",
+        older_than=older_than,
+        order_by="created_at",
+        limit=limit,
+    )
     for log in logs:
         _email_publish(log)
     if logs:

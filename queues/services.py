@@ -102,6 +102,30 @@ def job_enqueue(
     return publish()
 
 
+#: One quick retry (a pooled connection gone stale after a broker restart),
+#: then give up: kombu's default policy would hold the caller for seconds.
+FAIL_FAST_RETRY_POLICY = {
+    "max_retries": 1,
+    "interval_start": 0,
+    "interval_step": 0.05,
+    "interval_max": 0.05,
+}
+
+
+def job_enqueue_durable(task: Task, *, what: str, **options: Any) -> bool:
+    """Publish a job for a row that is already durable (an inbox event, an
+    e-mail log, a queued message), failing fast. A broker outage is logged,
+    not raised: the row stays as it is until beat re-drives it, so the request
+    that wrote it neither waits for the broker nor fails with it. True if
+    published."""
+    try:
+        job_enqueue(task, retry=True, retry_policy=FAIL_FAST_RETRY_POLICY, **options)
+    except Exception as exc:  # kombu raises several unrelated types here
+        logger.warning("%s stored but not enqueued (%r); beat re-drives it", what, exc)
+        return False
+    return True
+
+
 def job_send(
     task_name: str,
     *,

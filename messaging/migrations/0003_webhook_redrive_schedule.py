@@ -2,25 +2,13 @@
 
 from django.db import migrations
 
+from queues.beat import every_minute
+
 TASK_NAME = "whatsapp: re-drive pending webhook events"
 TASK = "messaging.webhook_events_redrive"
 
 
-def provision(apps, schema_editor):
-    IntervalSchedule = apps.get_model("django_celery_beat", "IntervalSchedule")
-    PeriodicTask = apps.get_model("django_celery_beat", "PeriodicTask")
-    every_minute, _ = IntervalSchedule.objects.get_or_create(
-        every=1, period="minutes"
-    )
-    PeriodicTask.objects.get_or_create(
-        name=TASK_NAME,
-        defaults={"task": TASK, "interval": every_minute, "enabled": True},
-    )
-
-
-def unprovision(apps, schema_editor):
-    PeriodicTask = apps.get_model("django_celery_beat", "PeriodicTask")
-    PeriodicTask.objects.filter(name=TASK_NAME).delete()
+provision, unprovision = every_minute(TASK_NAME, TASK)
 
 
 class Migration(migrations.Migration):

@@ -231,8 +231,8 @@ def messages_bulk_update(world):
 
 
 def conversation_started(world):
-    messaging_services.conversation_for_customer(
-        salon=world["salon"], wa_id="34600999888", name="Nuevo"
+    ConversationFactory(
+        salon=world["salon"], customer_wa_id="34600999888", customer_name="Nuevo"
     )
 
 
