@@ -253,18 +253,23 @@ def dashboard_stats_cached(*, user, salon_id: uuid.UUID | None = None) -> Fetche
             "zones": computed.salon_zones,
         }
 
-    fetched = cache_service.fetch(
-        key,
-        compute,
-        DASHBOARD_TTL,
-        version_key=dashboard_version_key(user, salon_id),
-        store_hook=_DashboardStore(key, _version_scope(user, salon_id)),
-    )
-    if (fetched.value["scope"] == "staff" and scope != "staff") or (
-        fetched.hit and "token" not in fetched.value
-    ):
+    def fetch() -> Fetched:
+        return cache_service.fetch(
+            key,
+            compute,
+            DASHBOARD_TTL,
+            version_key=dashboard_version_key(user, salon_id),
+            store_hook=_DashboardStore(key, _version_scope(user, salon_id)),
+        )
+
+    fetched = fetch()
+    if fetched.hit and "token" not in fetched.value:
+        # Stored by a version that did not register values for patching:
+        # replace it once rather than recompute on every read until its TTL.
+        cache_service.delete(key)
+        fetched = fetch()
+    if fetched.value["scope"] == "staff" and scope != "staff":
         # Computed while this user was staff: their rights have shrunk since.
-        # Or stored by a version that did not register values for patching.
         return Fetched(
             dashboard_snapshot(user=user, salon_id=salon_id).stats, hit=False
         )

@@ -54,3 +54,20 @@ def queued_jobs(queue_name: str, task: str | None = None) -> list[dict]:
                 }
             )
     return jobs
+
+
+def run_with_broker_away(script: str, *args: str, env: dict[str, str]):
+    """Run a Django ``script`` (python -c) whose broker is a port nobody listens
+    on, as in a broker outage; returns the CompletedProcess (text output)."""
+    import subprocess
+    import sys
+
+    from tests.processes import free_port
+
+    return subprocess.run(
+        [sys.executable, "-c", script, *args],
+        env={**env, "REDIS_QUEUE_PORT": str(free_port())},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )

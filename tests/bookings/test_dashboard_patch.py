@@ -369,3 +369,22 @@ def test_booking_writes_while_the_cache_is_down_succeed_and_are_not_served_stale
             return fetched.hit
 
         wait_until(served_from_cache, timeout=20, message="cache used again")
+
+
+def test_a_value_cached_before_patching_is_replaced_once(user):
+    """A value stored without the patching fields (by the previous release) is
+    recomputed and stored on the next read, not on every read until its TTL."""
+    from bookings.cache import dashboard_version_key
+    from saas.cache import cache_service
+
+    salon = SalonFactory(owner=user)
+    BookingFactory(salon=salon)
+    old = {"scope": "owner", "stats": dashboard_stats(user=user)}
+    cache_service.set_versioned(
+        dashboard_key(user.pk), old, 300, version_key=dashboard_version_key(user)
+    )
+
+    first = dashboard_stats_cached(user=user)
+    assert not first.hit and first.value["bookings_total"] == 1
+    second = dashboard_stats_cached(user=user)
+    assert second.hit and second.value == first.value

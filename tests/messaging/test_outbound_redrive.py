@@ -1,8 +1,6 @@
 """A staff member's reply written during a broker outage: the request does not
 fail, the message stays queued, and beat's re-drive sends it later."""
 
-import subprocess
-import sys
 from datetime import timedelta
 
 import pytest
@@ -11,8 +9,7 @@ from django.utils import timezone
 from messaging import services
 from messaging.models import Message
 from tests.factories import ConversationFactory
-from tests.processes import free_port
-from tests.utils import queued_jobs
+from tests.utils import queued_jobs, run_with_broker_away
 
 OUTBOUND_QUEUE = "whatsapp:outbound"
 
@@ -37,13 +34,8 @@ def test_a_reply_during_a_broker_outage_stays_queued_and_is_redriven(
     salon, subprocess_env
 ):
     conversation = ConversationFactory(salon=salon, last_inbound_at=timezone.now())
-    env = {**subprocess_env, "REDIS_QUEUE_PORT": str(free_port())}  # nobody there
-    run = subprocess.run(
-        [sys.executable, "-c", BROKER_AWAY_SCRIPT, str(conversation.pk)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    run = run_with_broker_away(
+        BROKER_AWAY_SCRIPT, str(conversation.pk), env=subprocess_env
     )
     assert run.returncode == 0 and "queued" in run.stdout, run.stderr[-3000:]
     assert "not enqueued" in run.stderr

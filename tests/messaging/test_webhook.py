@@ -21,7 +21,7 @@ from tests.messaging.conftest import (
     status_body,
 )
 from tests.processes import free_port
-from tests.utils import wait_until
+from tests.utils import run_with_broker_away, wait_until
 
 WORKER_QUEUES = ["whatsapp:webhook", "whatsapp:message-status"]
 
@@ -493,20 +493,11 @@ except RetryableJobError as exc:
 def test_broker_lost_while_fanning_out_keeps_the_event_pending(
     salon, outbound, subprocess_env
 ):
-    import subprocess
-    import sys
 
     body = fixture_bytes("09_messages_and_statuses_combined.json")
     assert post_webhook(Client(), body).status_code == 200
     event = WebhookEvent.objects.get()
-    env = {**subprocess_env, "REDIS_QUEUE_PORT": str(free_port())}  # nobody there
-    run = subprocess.run(
-        [sys.executable, "-c", BROKER_AWAY_SCRIPT, str(event.pk)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    run = run_with_broker_away(BROKER_AWAY_SCRIPT, str(event.pk), env=subprocess_env)
     assert "retryable" in run.stdout, run.stderr[-3000:]
     event.refresh_from_db()
     assert (event.status, event.attempts) == ("pending", 0)

@@ -11,7 +11,7 @@ from notifications.services import (
     email_enqueue,
     email_render,
 )
-from tests.utils import queued_jobs
+from tests.utils import queued_jobs, run_with_broker_away
 
 EMAIL_QUEUE = "notification:email"
 
@@ -123,21 +123,11 @@ def test_enqueue_in_a_broker_outage_keeps_the_log_and_beat_redrives_it(
 ):
     """Found by the soak: the publish failed after commit and the request
     answered 500 with the e-mail logged but never sent."""
-    import subprocess
-    import sys
     from datetime import timedelta
 
     from notifications.services import emails_redrive
-    from tests.processes import free_port
 
-    env = {**subprocess_env, "REDIS_QUEUE_PORT": str(free_port())}  # nobody there
-    run = subprocess.run(
-        [sys.executable, "-c", BROKER_AWAY_SCRIPT],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    run = run_with_broker_away(BROKER_AWAY_SCRIPT, env=subprocess_env)
     assert run.returncode == 0 and "logged" in run.stdout, run.stderr[-3000:]
     log = EmailLog.objects.get()
     assert log.status == EmailLog.Status.QUEUED and log.redriven_at is None
