@@ -37,10 +37,11 @@ django.setup()
 from django.conf import settings  # noqa: E402
 
 from queues import records, signals  # noqa: E402
-from queues.bootsteps import PAUSED_KEY  # noqa: E402
+from queues.keys import PAUSED_KEY  # noqa: E402
 from queues.definitions import QUEUES, WEBHOOK, queue_spec  # noqa: E402
-from queues.selectors import broker_lists, queue_stats, workers_alive  # noqa: E402
-from queues.services import job_send  # noqa: E402
+from queues.keys import broker_lists
+from queues.selectors import queue_stats, workers_alive  # noqa: E402
+from queues.publish import job_publish  # noqa: E402
 from saas.redis import queue_redis  # noqa: E402
 from tests.processes import CeleryWorker, celery_worker_args  # noqa: E402
 from tests.utils import wait_until  # noqa: E402
@@ -92,7 +93,7 @@ def group_cpu_seconds(pgids: set[int]) -> float:
 def fill(task: str, queue: str, kwargs: dict, jobs: int) -> None:
     spec = queue_spec(queue)
     for _ in range(jobs):
-        job_send(task, queue=spec, kwargs=kwargs)
+        job_publish(task, queue=spec, kwargs=kwargs)
 
 
 def start_workers(layout, queue: str, env: dict, logdir: Path) -> list[CeleryWorker]:

@@ -252,11 +252,11 @@ def run_baseline(count: int, log_path: Path) -> float:
     of Celery plus one locking query per id."""
     from celery import current_app
 
-    from bookings import services
+    from bookings import reminders
     from bookings.tasks import reminder_send
     from queues.definitions import Priority, celery_priority
 
-    size = services.REMINDER_JOB_SIZE
+    size = reminders.REMINDER_JOB_SIZE
     jobs = [list(range(-n - size, -n)) for n in range(0, count, size)]
     before = succeeded(log_path)
     started = time.monotonic()
@@ -293,7 +293,7 @@ def main() -> None:
     from django.db.models import Max
     from django.utils import timezone
 
-    from bookings import services
+    from bookings import reminders
     from bookings.models import BookingReminder
     from messaging.models import Message
 
@@ -321,7 +321,7 @@ def main() -> None:
         time.sleep(max((due_at - timezone.now()).total_seconds(), 0))
         cpu_before = cpu_now(worker)
         dispatch_started = time.monotonic()
-        report = services.reminder_dispatch()
+        report = reminders.reminder_dispatch()
         dispatch_seconds = time.monotonic() - dispatch_started
         connection.close()
 
@@ -368,7 +368,7 @@ def main() -> None:
     print()
     print(f"dispatcher: {report.queued} queued in {len(report.batches)} batches")
     print(
-        f"  per batch of {services.REMINDER_DISPATCH_BATCH}: "
+        f"  per batch of {reminders.REMINDER_DISPATCH_BATCH}: "
         f"mean {statistics.mean(batch_seconds) * 1000:.0f} ms, "
         f"max {max(batch_seconds) * 1000:.0f} ms "
         f"(claim FOR UPDATE SKIP LOCKED + mark queued + publish)"
@@ -403,7 +403,7 @@ def main() -> None:
     print(
         f"exactly once: {sends} console sends, {messages} messages, "
         f"{wamids} distinct wamids, {reminder_runs} jobs of up to "
-        f"{services.REMINDER_JOB_SIZE} for {args.count} reminders"
+        f"{reminders.REMINDER_JOB_SIZE} for {args.count} reminders"
     )
     ok = sends == messages == wamids == args.count and due_to_last < 120
     print("result:", "OK" if ok else "FAILED")

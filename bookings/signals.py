@@ -12,6 +12,10 @@ from django.dispatch import Signal
 bookings_changed = Signal()
 
 
+def bookings_changed_on_commit(salon_id) -> None:
+    transaction.on_commit(lambda: bookings_changed.send(sender=None, salon_id=salon_id))
+
+
 # --- Receivers (connected in BookingsConfig.ready): they only invalidate caches,
 # after commit, so a rolled-back write invalidates nothing.
 def invalidate_for_booking(sender, instance, **kwargs) -> None:

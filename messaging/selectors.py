@@ -1,7 +1,29 @@
+from datetime import datetime, timedelta
+
 from django.db.models import QuerySet
 
 from messaging.models import Conversation, Message, MessageTemplate
 from saas.tenancy import scope_to_user
+
+#: Meta accepts free text only this long after the customer's last message.
+CUSTOMER_SERVICE_WINDOW = timedelta(hours=24)
+
+
+def window_is_open(last_inbound_at: datetime | None, *, now: datetime) -> bool:
+    """Whether free text may be sent ``now``: the one rule of the 24-hour
+    customer-service window."""
+    return last_inbound_at is not None and now - last_inbound_at < (
+        CUSTOMER_SERVICE_WINDOW
+    )
+
+
+def customer_service_window_open(*, salon_id, wa_id: str, now: datetime) -> bool:
+    last_inbound_at = (
+        Conversation.objects.filter(salon_id=salon_id, customer_wa_id=wa_id)
+        .values_list("last_inbound_at", flat=True)
+        .first()
+    )
+    return window_is_open(last_inbound_at, now=now)
 
 
 def conversation_list(*, user, salon_id=None) -> QuerySet[Conversation]:

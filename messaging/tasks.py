@@ -5,12 +5,12 @@ from datetime import timedelta
 from celery import shared_task
 from django.conf import settings
 
-from messaging import inbox, services
+from messaging import inbox, outbound, services
 from queues.definitions import MESSAGE_STATUS, OUTBOUND, WEBHOOK, queue_task_options
 
 
 @shared_task(
-    name="messaging.webhook_event_process", bind=True, **queue_task_options(WEBHOOK)
+    name=inbox.WEBHOOK_EVENT_PROCESS_TASK, bind=True, **queue_task_options(WEBHOOK)
 )
 def webhook_event_process_task(self, event_id: int) -> None:
     """One event: the seed's explicit webhook jobs and the admin's retries."""
@@ -18,7 +18,7 @@ def webhook_event_process_task(self, event_id: int) -> None:
 
 
 @shared_task(
-    name="messaging.webhook_events_drain", bind=True, **queue_task_options(WEBHOOK)
+    name=inbox.WEBHOOK_EVENTS_DRAIN_TASK, bind=True, **queue_task_options(WEBHOOK)
 )
 def webhook_events_drain_task(self) -> int:
     """Every pending event, batch after batch: what a webhook's kick queues."""
@@ -43,7 +43,7 @@ def webhook_events_redrive_task() -> int:
 
 
 @shared_task(
-    name="messaging.message_statuses_apply",
+    name=services.MESSAGE_STATUSES_APPLY_TASK,
     bind=True,
     **queue_task_options(MESSAGE_STATUS),
 )
@@ -53,7 +53,7 @@ def message_statuses_apply_task(self, salon_id: str, statuses: list[dict]) -> No
     missing = services.message_statuses_apply(salon_id=salon_id, statuses=statuses)
     if not missing:
         return
-    if self.request.retries < self.max_retries:
+    if MESSAGE_STATUS.may_retry(self.request.retries + 1):
         raise self.retry(
             kwargs={"salon_id": salon_id, "statuses": missing},
             countdown=MESSAGE_STATUS.retry_delay(self.request.retries),
@@ -62,11 +62,12 @@ def message_statuses_apply_task(self, salon_id: str, statuses: list[dict]) -> No
 
 
 @shared_task(
-    name="messaging.message_outbound_send", bind=True, **queue_task_options(OUTBOUND)
+    name=outbound.MESSAGE_OUTBOUND_SEND_TASK, bind=True, **queue_task_options(OUTBOUND)
 )
 def message_outbound_send_task(self, message_id: str) -> None:
-    services.message_outbound_deliver(
-        message_id=message_id, final_attempt=self.request.retries >= self.max_retries
+    outbound.message_outbound_deliver(
+        message_id=message_id,
+        final_attempt=not OUTBOUND.may_retry(self.request.retries + 1),
     )
 
 
@@ -74,7 +75,7 @@ def message_outbound_send_task(self, message_id: str) -> None:
 def messages_outbound_redrive_task() -> int:
     """Beat, every minute: outbound messages whose job never ran go back in."""
     return len(
-        services.messages_outbound_redrive(
+        outbound.messages_outbound_redrive(
             older_than=timedelta(
                 seconds=settings.WHATSAPP_OUTBOUND_REDRIVE_AFTER_SECONDS
             )

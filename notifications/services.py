@@ -25,10 +25,13 @@ from queues.definitions import (
     Priority,
     RetryableJobError,
 )
-from queues.services import job_enqueue_durable
+from queues.publish import job_publish
 from saas.services import rows_claim_for_redrive
 
 logger = logging.getLogger(__name__)
+
+#: The job of notification:email (notifications/tasks.py), published by name.
+EMAIL_SEND_TASK = "notifications.email_send"
 
 #: Each template and the variables it cannot do without.
 EMAIL_TEMPLATES: dict[str, tuple[str, ...]] = {
@@ -110,11 +113,10 @@ def email_enqueue(
 def _email_publish(log: EmailLog) -> None:
     """Publish the log's job; in a broker outage the log stays queued until
     beat re-drives it."""
-    from notifications.tasks import email_send
-
-    job_enqueue_durable(
-        email_send,
-        what=f"E-mail {log.pk}",
+    job_publish(
+        EMAIL_SEND_TASK,
+        queue=EMAIL,
+        durable=f"E-mail {log.pk}",
         kwargs={
             "data": {
                 "to": log.to,
@@ -231,7 +233,7 @@ def _deliver_locked(log: EmailLog, job: dict) -> Exception | None:
         if _smtp_is_permanent(exc):
             _fail(log, error)
             return PermanentJobError(error)
-        if log.attempts >= EMAIL.attempts:
+        if not EMAIL.may_retry(log.attempts):
             _fail(log, f"gave up after {log.attempts} attempts: {error}")
             return PermanentJobError(error)
         log.error = error

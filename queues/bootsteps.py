@@ -14,16 +14,13 @@ import redis
 from celery import bootsteps
 from django.conf import settings
 
+from queues.health import queue_backlog_sample
+from queues.keys import PAUSED_KEY, workers_key
 from saas.redis import queue_redis
 
 logger = logging.getLogger(__name__)
 
-PAUSED_KEY = "queues:paused"
 BACKLOG_SAMPLE_EVERY = 5
-
-
-def workers_key(queue: str) -> str:
-    return f"queues:workers:{queue}"
 
 
 class QueueControl(bootsteps.StartStopStep):
@@ -53,8 +50,6 @@ class QueueControl(bootsteps.StartStopStep):
             self.apply_pauses(c)
             self.ticks += 1
             if self.ticks % BACKLOG_SAMPLE_EVERY == 0:
-                from queues.selectors import queue_backlog_sample
-
                 for queue in self.queues:
                     queue_backlog_sample(queue)
         except redis.RedisError as exc:

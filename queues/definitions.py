@@ -64,6 +64,11 @@ class QueueSpec:
     def max_retries(self) -> int:
         return self.attempts - 1
 
+    def may_retry(self, attempts_made: int) -> bool:
+        """The one attempt rule: a job (or a row a job works on) that has
+        made ``attempts_made`` attempts may try again while under ``attempts``."""
+        return attempts_made < self.attempts
+
     def retry_delay(self, retries: int) -> int:
         """Exponential backoff: base, 2*base, 4*base, ..."""
         return self.backoff_seconds * (2**retries)

@@ -19,7 +19,9 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from queues import records
 from queues.definitions import QUEUES
-from queues.selectors import ALERT_NAMES, health_report, queues_stats
+from queues.health import ALERT_NAMES, health_report
+from queues.keys import duration_key
+from queues.selectors import queues_stats
 from saas.redis import queue_redis
 
 STATES = ("waiting", "active", "delayed", "completed", "failed")
@@ -59,7 +61,7 @@ class QueueCollector:
         )
         pipe = queue_redis().pipeline(transaction=False)
         for spec in QUEUES:
-            pipe.hgetall(records.duration_key(spec.name))
+            pipe.hgetall(duration_key(spec.name))
         for spec, counts in zip(QUEUES, pipe.execute(), strict=True):
             cumulative, buckets = 0, []
             for bound in records.DURATION_BUCKETS:

@@ -5,14 +5,8 @@ started, finished) from every worker process; one EVALSHA on the broker's Redis
 costs a fraction of a no-op task, while a PostgreSQL transaction per transition
 would cost more than the task itself (see docs/PERFORMANCE.md).
 
-Layout (all on REDIS_QUEUE_DB, next to the broker's own lists):
-
-- ``jobs:j:{id}``            hash: the record (fields in RECORD_FIELDS)
-- ``jobs:log:{id}``          list: log lines the job wrote (last LOG_LINES_MAX)
-- ``jobs:q:{queue}:{state}`` sorted set of job ids, scored by the time the job
-  entered that state; ZCARD gives the counts in O(1)
-- ``jobs:m:{queue}:{outcome}:{minute}`` completed/failed per minute, kept 2 h
-- ``jobs:dur:{queue}``       hash: job duration histogram (bucket -> count)
+Layout: all on REDIS_QUEUE_DB, next to the broker's own lists, under the keys
+of queues/keys.py; a state's sorted set gives its count in O(1).
 
 Retention (DESIGN.md) is enforced by the same script that records a finished
 job: completed 24 h / 1,000 per queue, failed 7 days / 5,000 per queue.
@@ -32,11 +26,16 @@ from typing import Any
 import redis
 from django.conf import settings
 
+from queues.keys import (
+    JOB_PREFIX,
+    job_key,
+    log_key,
+    state_key,
+)
 from saas.redis import queue_redis
 
 logger = logging.getLogger(__name__)
 
-PREFIX = "jobs"
 WAITING = "waiting"
 DELAYED = "delayed"
 ACTIVE = "active"
@@ -84,26 +83,6 @@ def retention(state: str) -> tuple[int, int]:
             settings.QUEUE_FAILED_RETENTION_COUNT
         )
     return 0, 0
-
-
-def job_key(job_id: str) -> str:
-    return f"{PREFIX}:j:{job_id}"
-
-
-def log_key(job_id: str) -> str:
-    return f"{PREFIX}:log:{job_id}"
-
-
-def state_key(queue: str, state: str) -> str:
-    return f"{PREFIX}:q:{queue}:{state}"
-
-
-def minute_key(queue: str, outcome: str, minute: int) -> str:
-    return f"{PREFIX}:m:{queue}:{outcome}:{minute}"
-
-
-def duration_key(queue: str) -> str:
-    return f"{PREFIX}:dur:{queue}"
 
 
 def duration_bucket(seconds: float) -> str:
@@ -225,8 +204,8 @@ def write_transitions(transitions: list[dict[str, Any]], *, sha: str | None = No
     body = json.dumps([_payload(**t) for t in transitions], default=str)
     client = queue_redis()
     if sha is not None:
-        return client.evalsha(sha, 0, body, PREFIX)
-    return _script()(keys=[], args=[body, PREFIX], client=client)
+        return client.evalsha(sha, 0, body, JOB_PREFIX)
+    return _script()(keys=[], args=[body, JOB_PREFIX], client=client)
 
 
 def record_transition(
@@ -383,40 +362,6 @@ def record_progress(job_id: str, progress: Any) -> None:
     client = queue_redis()
     if client.exists(job_key(job_id)):
         client.hset(job_key(job_id), "progress", str(progress))
-
-
-def dump_data(args: Any, kwargs: Any) -> dict[str, str]:
-    """The job's data as stored: JSON, cut (and flagged) past DATA_MAX_CHARS."""
-    args_json = json.dumps(args, default=str)
-    kwargs_json = json.dumps(kwargs, default=str)
-    truncated = len(args_json) + len(kwargs_json) > DATA_MAX_CHARS
-    if truncated:
-        args_json = args_json[: DATA_MAX_CHARS // 2]
-        kwargs_json = kwargs_json[: DATA_MAX_CHARS // 2]
-    return {
-        "args": args_json,
-        "kwargs": kwargs_json,
-        "truncated": "1" if truncated else "",
-    }
-
-
-SALON_KEYS = ("salon_id", "salonId", "salon")
-
-
-def salon_of(args: Any, kwargs: Any) -> str:
-    """The salon a job is about, when its data names one (for search)."""
-    candidates: list[Any] = [kwargs]
-    if isinstance(kwargs, dict):
-        candidates.extend(v for v in kwargs.values() if isinstance(v, dict))
-    if isinstance(args, list | tuple):
-        candidates.extend(a for a in args if isinstance(a, dict))
-    for candidate in candidates:
-        if isinstance(candidate, dict):
-            for key in SALON_KEYS:
-                value = candidate.get(key)
-                if isinstance(value, str | int) and value != "":
-                    return str(value)
-    return ""
 
 
 def record_delete(job_id: str, queue: str, *, client=None) -> None:

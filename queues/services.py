@@ -1,5 +1,6 @@
-"""QueueService: publishing jobs with the seed's priority scale, and the
-operators' actions on queues and jobs (pause, resume, clean, retry, remove).
+"""The operators' actions on queues and jobs: pause, resume, clean, retry,
+remove, and the test job. Publishing is queues/publish.py; the seed's
+QueueService facade is queues/facade.py.
 
 Every operator action is logged with who did it (a QueueAction row and a log
 line). Queue names accept the full name or the alias (queues.definitions).
@@ -8,30 +9,17 @@ line). Queue names accept the full name or the alias (queues.definitions).
 import json
 import logging
 import time
-import uuid
-from contextlib import contextmanager, suppress
-from datetime import datetime
 from typing import Any
 
-import redis
-from celery import Task
+from celery import current_app
 from django.contrib.auth.models import AbstractBaseUser
-from django.core.exceptions import ValidationError
-from django.db import transaction
-from django.db.models import Q
-from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
 from queues import records
-from queues.bootsteps import PAUSED_KEY
-from queues.definitions import (
-    Priority,
-    QueueSpec,
-    celery_priority,
-    queue_spec,
-)
+from queues.definitions import QueueSpec, queue_spec
+from queues.keys import PAUSED_KEY, broker_lists, job_key, log_key, state_key
 from queues.models import QueueAction
-from queues.selectors import broker_lists, job_detail, job_ids_in_state, queue_stats
+from queues.publish import job_publish
+from queues.selectors import job_detail, job_ids_in_state, queue_stats
 from saas.redis import queue_redis
 
 logger = logging.getLogger(__name__)
@@ -39,7 +27,6 @@ logger = logging.getLogger(__name__)
 TEST_TASK = "queues.test_job"
 
 CLEANABLE_STATES = (records.COMPLETED, records.FAILED)
-STATUS_NAMES = ("sent", "delivered", "read", "failed")
 
 Actor = AbstractBaseUser | str | None
 
@@ -50,193 +37,6 @@ class JobNotFound(LookupError):
 
 class JobActionRefused(ValueError):
     """The job is in a state the action does not apply to."""
-
-
-@contextmanager
-def _forget_record_on_failure(job_id: str, queue: str | None, *, keep: bool = False):
-    """The record is written just before the message is sent; if sending fails,
-    the job does not exist and neither should its record (a retried job keeps
-    the record it had)."""
-    try:
-        yield
-    except Exception:
-        if queue and not keep:
-            try:
-                records.record_delete(job_id, queue)
-            except redis.RedisError:
-                logger.warning("Record of unpublished job %s left behind", job_id)
-        raise
-
-
-def job_enqueue(
-    task: Task,
-    *,
-    kwargs: dict[str, Any] | None = None,
-    priority: int | None = None,
-    queue: QueueSpec | None = None,
-    on_commit: bool = False,
-    **publish_options: Any,
-):
-    """Publish ``task`` with a priority on the seed's scale (10 = most urgent).
-
-    With ``on_commit`` the job is published after the surrounding transaction
-    commits, so a worker never races the row it was sent for.
-    ``publish_options`` go to apply_async as they are (a short ``retry_policy``
-    fails fast when the broker is down, for callers that keep a durable record).
-    """
-    options: dict[str, Any] = dict(publish_options)
-    if priority is not None:
-        options["priority"] = celery_priority(priority)
-    if queue is not None:
-        options["queue"] = queue.name
-
-    def publish():
-        job_id = str(uuid.uuid4())
-        spec = queue or getattr(task, "queue_spec", None)
-        with _forget_record_on_failure(job_id, spec.name if spec else None):
-            return task.apply_async(kwargs=kwargs or {}, task_id=job_id, **options)
-
-    if on_commit:
-        transaction.on_commit(publish)
-        return None
-    return publish()
-
-
-#: One quick retry (a pooled connection gone stale after a broker restart),
-#: then give up: kombu's default policy would hold the caller for seconds.
-FAIL_FAST_RETRY_POLICY = {
-    "max_retries": 1,
-    "interval_start": 0,
-    "interval_step": 0.05,
-    "interval_max": 0.05,
-}
-
-
-def job_enqueue_durable(task: Task, *, what: str, **options: Any) -> bool:
-    """Publish a job for a row that is already durable (an inbox event, an
-    e-mail log, a queued message), failing fast. A broker outage is logged,
-    not raised: the row stays as it is until beat re-drives it, so the request
-    that wrote it neither waits for the broker nor fails with it. True if
-    published."""
-    try:
-        job_enqueue(task, retry=True, retry_policy=FAIL_FAST_RETRY_POLICY, **options)
-    except Exception as exc:  # kombu raises several unrelated types here
-        logger.warning("%s stored but not enqueued (%r); beat re-drives it", what, exc)
-        return False
-    return True
-
-
-def job_send(
-    task_name: str,
-    *,
-    queue: QueueSpec,
-    args: list | tuple = (),
-    kwargs: dict[str, Any] | None = None,
-    priority: int | None = None,
-    task_id: str | None = None,
-    on_commit: bool = False,
-):
-    """Publish a task by name on ``queue`` (for tasks another app owns)."""
-    from saas.celery import app
-
-    options = {
-        "queue": queue.name,
-        "priority": celery_priority(queue.priority if priority is None else priority),
-    }
-
-    def publish():
-        job_id = task_id or str(uuid.uuid4())
-        with _forget_record_on_failure(job_id, queue.name, keep=task_id is not None):
-            return app.send_task(
-                task_name,
-                args=list(args),
-                kwargs=kwargs or {},
-                task_id=job_id,
-                **options,
-            )
-
-    if on_commit:
-        transaction.on_commit(publish)
-        return None
-    return publish()
-
-
-# --- the seed's producer calls ----------------------------------------------
-# Each delegates to the service of the app that owns the work, so a job made
-# through the seed's API is the same durable job the product makes itself.
-def add_webhook_job(data: dict, priority: int = Priority.WEBHOOK):
-    """addWebhookJob({salonId, payload, receivedAt}, priority): the payload is
-    stored in the webhook inbox, as if Meta had posted it, and processed on
-    whatsapp:webhook. Returns the inbox event."""
-    from messaging.inbox import webhook_event_receive
-
-    payload = data.get("payload")
-    if not isinstance(payload, dict):
-        raise ValidationError({"payload": "Expected the webhook body, an object."})
-    return webhook_event_receive(body=json.dumps(payload), priority=priority)
-
-
-def add_message_status_job(data: dict):
-    """addMessageStatusJob({messageId, status, timestamp}): applied on
-    whatsapp:message-status at priority 8. ``messageId`` is our message id or
-    its wamid; an unknown wamid needs ``salonId`` (it becomes an orphan status
-    if it never appears)."""
-    from messaging.models import Message
-    from messaging.tasks import message_statuses_apply_task
-
-    status = data.get("status")
-    if status not in STATUS_NAMES:
-        raise ValidationError({"status": f"Expected one of {', '.join(STATUS_NAMES)}."})
-    reference = str(data.get("messageId") or "")
-    lookup = Q(wamid=reference)
-    with suppress(ValueError):
-        lookup |= Q(pk=uuid.UUID(reference))
-    message = Message.objects.filter(lookup).only("wamid", "salon_id").first()
-    wamid = message.wamid if message else reference
-    salon_id = message.salon_id if message else data.get("salonId")
-    if not wamid or not salon_id:
-        raise ValidationError(
-            {"messageId": "No sent message with this id or wamid (give salonId)."}
-        )
-    when = parse_datetime(str(data.get("timestamp") or "")) or timezone.now()
-    meta_status = {
-        "id": wamid,
-        "status": status,
-        "timestamp": str(int(when.timestamp())),
-        "errors": data.get("errors") or [],
-    }
-    return job_enqueue(
-        message_statuses_apply_task,
-        kwargs={"salon_id": str(salon_id), "statuses": [meta_status]},
-        priority=Priority.MESSAGE_STATUS,
-    )
-
-
-def add_email_job(data: dict):
-    """addEmailJob({to, subject, template, data, priority}): logged and sent
-    on notification:email (priority from data, default 7). Returns the log."""
-    from notifications.services import email_enqueue
-
-    return email_enqueue(
-        to=str(data.get("to") or ""),
-        template=str(data.get("template") or ""),
-        data=data.get("data") or {},
-        subject=str(data.get("subject") or ""),
-        priority=int(data.get("priority") or Priority.EMAIL),
-    )
-
-
-def schedule_booking_reminder(data: dict, send_at: datetime):
-    """scheduleBookingReminder({bookingId, reminderType, ...}, sendAt): a
-    reminder row that beat dispatches when due; long delays never sit in the
-    broker. Returns the row."""
-    from bookings.services import reminder_schedule
-
-    return reminder_schedule(
-        booking_id=data.get("bookingId"),
-        kind=data.get("reminderType"),
-        due_at=send_at,
-    )
 
 
 # --- operators' actions -----------------------------------------------------
@@ -311,9 +111,9 @@ def queue_clean(*, spec: QueueSpec, grace_ms: int, status: str, actor: Actor) ->
     for start in range(0, len(ids), 1000):
         pipe = client.pipeline(transaction=False)
         chunk = ids[start : start + 1000]
-        pipe.delete(*(records.job_key(i) for i in chunk))
-        pipe.delete(*(records.log_key(i) for i in chunk))
-        pipe.zrem(records.state_key(spec.name, status), *chunk)
+        pipe.delete(*(job_key(i) for i in chunk))
+        pipe.delete(*(log_key(i) for i in chunk))
+        pipe.zrem(state_key(spec.name, status), *chunk)
         pipe.execute()
     queue_action_log(
         actor=actor,
@@ -338,13 +138,13 @@ def _republish(job: dict[str, Any]) -> None:
             "This job's data was too large to keep in full; it cannot be retried."
         )
     spec = queue_spec(job["queue"])
-    job_send(
+    job_publish(
         job["task"],
         queue=spec,
         args=json.loads(job.get("args") or "[]"),
         kwargs=json.loads(job.get("kwargs") or "{}"),
         priority=int(job.get("priority") or spec.priority),
-        task_id=job["id"],
+        job_id=job["id"],
     )
 
 
@@ -363,7 +163,7 @@ def job_retry(*, job_id: str, actor: Actor) -> dict[str, Any]:
 
 
 def queue_retry_failed_count(*, spec: QueueSpec) -> int:
-    return queue_redis().zcard(records.state_key(spec.name, records.FAILED))
+    return queue_redis().zcard(state_key(spec.name, records.FAILED))
 
 
 def queue_retry_failed(*, spec: QueueSpec, actor: Actor) -> int:
@@ -406,9 +206,7 @@ def job_remove(*, job_id: str, actor: Actor) -> dict[str, Any]:
     if state == records.WAITING:
         _broker_remove(job["queue"], job_id)
     elif state == records.DELAYED:
-        from saas.celery import app
-
-        app.control.revoke(job_id)
+        current_app.control.revoke(job_id)
     records.record_delete(job_id, job["queue"])
     queue_action_log(
         actor=actor,
@@ -422,47 +220,8 @@ def job_remove(*, job_id: str, actor: Actor) -> dict[str, Any]:
 
 def queue_test_job_enqueue(*, spec: QueueSpec, data: dict, actor: Actor) -> str:
     """The operators' test job on ``spec`` (POST /admin/queue/test)."""
-    result = job_send(TEST_TASK, queue=spec, kwargs={"data": data})
+    result = job_publish(TEST_TASK, queue=spec, kwargs={"data": data})
     queue_action_log(
         actor=actor, action=QueueAction.Action.TEST, queue=spec.name, job_id=result.id
     )
     return result.id
-
-
-class QueueService:
-    """The seed's QueueService, by its method names."""
-
-    add_webhook_job = staticmethod(add_webhook_job)
-    add_message_status_job = staticmethod(add_message_status_job)
-    schedule_booking_reminder = staticmethod(schedule_booking_reminder)
-    add_email_job = staticmethod(add_email_job)
-
-    @staticmethod
-    def get_queue_stats(name: str) -> dict[str, Any]:
-        return queue_stats(queue_spec(name))
-
-    @staticmethod
-    def pause_queue(name: str, actor: Actor = None) -> dict[str, Any]:
-        return queue_pause(spec=queue_spec(name), actor=actor)
-
-    @staticmethod
-    def resume_queue(name: str, actor: Actor = None) -> dict[str, Any]:
-        return queue_resume(spec=queue_spec(name), actor=actor)
-
-    @staticmethod
-    def clean_queue(name: str, grace_ms: int, status: str, actor: Actor = None) -> int:
-        return queue_clean(
-            spec=queue_spec(name), grace_ms=grace_ms, status=status, actor=actor
-        )
-
-    @staticmethod
-    def retry_job(job_id: str, actor: Actor = None) -> dict[str, Any]:
-        return job_retry(job_id=job_id, actor=actor)
-
-    @staticmethod
-    def retry_failed(name: str, actor: Actor = None) -> int:
-        return queue_retry_failed(spec=queue_spec(name), actor=actor)
-
-    @staticmethod
-    def remove_job(job_id: str, actor: Actor = None) -> dict[str, Any]:
-        return job_remove(job_id=job_id, actor=actor)

@@ -7,10 +7,12 @@ broken Redis never breaks the job: recording errors are logged and dropped.
 """
 
 import atexit
+import json
 import logging
 import threading
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 import redis
 from celery import signals
@@ -64,6 +66,40 @@ def _install_log_handler() -> None:
         root.addHandler(_log_handler)
 
 
+def dump_data(args: Any, kwargs: Any) -> dict[str, str]:
+    """The job's data as stored: JSON, cut (and flagged) past records.DATA_MAX_CHARS."""
+    args_json = json.dumps(args, default=str)
+    kwargs_json = json.dumps(kwargs, default=str)
+    truncated = len(args_json) + len(kwargs_json) > records.DATA_MAX_CHARS
+    if truncated:
+        args_json = args_json[: records.DATA_MAX_CHARS // 2]
+        kwargs_json = kwargs_json[: records.DATA_MAX_CHARS // 2]
+    return {
+        "args": args_json,
+        "kwargs": kwargs_json,
+        "truncated": "1" if truncated else "",
+    }
+
+
+SALON_KEYS = ("salon_id", "salonId", "salon")
+
+
+def salon_of(args: Any, kwargs: Any) -> str:
+    """The salon a job is about, when its data names one (for search)."""
+    candidates: list[Any] = [kwargs]
+    if isinstance(kwargs, dict):
+        candidates.extend(v for v in kwargs.values() if isinstance(v, dict))
+    if isinstance(args, list | tuple):
+        candidates.extend(a for a in args if isinstance(a, dict))
+    for candidate in candidates:
+        if isinstance(candidate, dict):
+            for key in SALON_KEYS:
+                value = candidate.get(key)
+                if isinstance(value, str | int) and value != "":
+                    return str(value)
+    return ""
+
+
 def _queue_of(task) -> str:
     info = task.request.delivery_info or {}
     return info.get("routing_key") or info.get("queue") or ""
@@ -84,10 +120,10 @@ def on_before_publish(
         "queue": routing_key,
         "task": headers.get("task") or sender or "",
         "priority": seed_priority((properties or {}).get("priority")),
-        "salon": records.salon_of(args, kwargs),
+        "salon": salon_of(args, kwargs),
         "enqueued_at": _iso(now),
         "eta": eta or "",
-        **records.dump_data(args, kwargs),
+        **dump_data(args, kwargs),
     }
     _safely(
         records.record_transition,

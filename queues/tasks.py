@@ -9,11 +9,11 @@ from queues.definitions import (
     RetryableJobError,
     queue_task_options,
 )
+from queues.keys import TEST_JOB_LOG_KEY
 from saas.redis import queue_redis
 
 logger = logging.getLogger(__name__)
 
-TEST_JOB_LOG_KEY = "queues:test-jobs"
 TEST_JOB_LOG_LENGTH = 100
 
 

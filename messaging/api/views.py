@@ -12,7 +12,7 @@ from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from messaging import inbox, selectors, services
+from messaging import inbox, outbound, selectors, services
 from messaging.api.serializers import (
     ConversationSerializer,
     MessageCreateSerializer,
@@ -53,7 +53,7 @@ class ConversationViewSet(viewsets.ReadOnlyModelViewSet):
         if request.method == "POST":
             serializer = MessageCreateSerializer(data=request.data)
             serializer.is_valid(raise_exception=True)
-            message = services.message_send_text(
+            message = outbound.message_send_text(
                 conversation=conversation, text=serializer.validated_data["text"]
             )
             return Response(

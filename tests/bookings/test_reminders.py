@@ -12,7 +12,7 @@ import pytest
 import time_machine
 from django.db import connection
 
-from bookings import services
+from bookings import reminder_sending, reminders, services
 from bookings.models import Booking, BookingReminder
 from messaging.models import Conversation, Message
 from tests.factories import BookingFactory, SalonFactory, TemplateFactory
@@ -73,10 +73,10 @@ def reminder_job_ids() -> list[int]:
 @pytest.mark.django_db(transaction=True)
 def test_dispatch_queues_only_what_is_due_at_priority_seven(salon, clock):
     early, late = book(salon), book(salon, start=START + timedelta(days=1))
-    assert services.reminder_dispatch().queued == 0
+    assert reminders.reminder_dispatch().queued == 0
 
     clock.move_to(DAY_DUE)
-    report = services.reminder_dispatch()
+    report = reminders.reminder_dispatch()
 
     assert report.queued == 1 and report.skipped == 0
     assert row(early, DAY).status == "queued" and row(early, DAY).queued_at == DAY_DUE
@@ -86,7 +86,7 @@ def test_dispatch_queues_only_what_is_due_at_priority_seven(salon, clock):
     assert job["kwargs"] == {"reminder_ids": [row(early, DAY).pk]}
     assert job["key"] == PRIORITY_SEVEN
     # Nothing more is due: a second beat queues nothing again.
-    assert services.reminder_dispatch().queued == 0
+    assert reminders.reminder_dispatch().queued == 0
     assert len(reminder_job_ids()) == 1
 
 
@@ -95,7 +95,7 @@ def test_a_beat_down_for_an_hour_catches_up(salon, clock):
     bookings = [book(salon, start=START + timedelta(minutes=m)) for m in (0, 20, 40)]
     clock.move_to(DAY_DUE + timedelta(hours=1, minutes=1))
 
-    report = services.reminder_dispatch()
+    report = reminders.reminder_dispatch()
 
     assert report.queued == 3
     assert {row(b, DAY).status for b in bookings} == {"queued"}
@@ -106,7 +106,7 @@ def test_reminders_past_half_their_lead_are_skipped_with_a_reason(salon, clock):
     booking = book(salon)
     clock.move_to(START - timedelta(hours=11))  # day_before's window is over
 
-    report = services.reminder_dispatch()
+    report = reminders.reminder_dispatch()
 
     assert (report.queued, report.skipped) == (0, 1)
     day = row(booking, DAY)
@@ -125,7 +125,7 @@ def test_two_dispatchers_at_once_claim_each_reminder_once(salon):
         BookingFactory.build(salon=salon, start_at=START) for _ in range(count)
     )
     for booking in Booking.objects.all():
-        services.reminders_sync(booking=booking, now=NOW)
+        reminders.reminders_sync(booking=booking, now=NOW)
     due = DAY_DUE  # every day_before reminder is due
     barrier = threading.Barrier(2)
     reports = []
@@ -133,7 +133,7 @@ def test_two_dispatchers_at_once_claim_each_reminder_once(salon):
     def dispatcher():
         try:
             barrier.wait(timeout=10)
-            reports.append(services.reminder_dispatch(now=due, batch_size=50))
+            reports.append(reminders.reminder_dispatch(now=due, batch_size=50))
         finally:
             connection.close()
 
@@ -150,7 +150,7 @@ def test_two_dispatchers_at_once_claim_each_reminder_once(salon):
     assert len(ids) == count
     jobs = queued_jobs(REMINDER_JOBS)
     assert max(len(job["kwargs"]["reminder_ids"]) for job in jobs) == (
-        services.REMINDER_JOB_SIZE
+        reminders.REMINDER_JOB_SIZE
     )
     assert Counter(ids).most_common(1)[0][1] == 1
     day_before = BookingReminder.objects.filter(kind=DAY)
@@ -165,13 +165,13 @@ def test_two_dispatchers_at_once_claim_each_reminder_once(salon):
 def test_stale_queued_rows_are_queued_again(salon, clock):
     booking = book(salon)
     clock.move_to(DAY_DUE)
-    services.reminder_dispatch()
+    reminders.reminder_dispatch()
     from saas.redis import queue_redis
 
     queue_redis().flushdb()  # the jobs are lost (a broker wiped, a failed publish)
-    clock.move_to(DAY_DUE + services.REMINDER_REQUEUE_AFTER + timedelta(minutes=1))
+    clock.move_to(DAY_DUE + reminders.REMINDER_REQUEUE_AFTER + timedelta(minutes=1))
 
-    report = services.reminder_dispatch()
+    report = reminders.reminder_dispatch()
 
     assert report.requeued == 1
     assert reminder_job_ids() == [row(booking, DAY).pk]
@@ -182,7 +182,7 @@ def test_stale_queued_rows_are_queued_again(salon, clock):
 
 def queue_due(booking, kind, clock) -> BookingReminder:
     clock.move_to(DAY_DUE if kind == DAY else HOUR_DUE)
-    services.reminder_dispatch()
+    reminders.reminder_dispatch()
     reminder = row(booking, kind)
     assert reminder.status == "queued"
     return reminder
@@ -193,7 +193,7 @@ def test_deliver_sends_records_stamps_and_marks_sent_once(salon, clock):
     booking = book(salon)
     reminder = queue_due(booking, DAY, clock)
 
-    services.reminder_deliver(reminder_id=reminder.pk)
+    reminder_sending.reminder_deliver(reminder_id=reminder.pk)
 
     reminder.refresh_from_db()
     assert (reminder.status, reminder.attempts, reminder.sent_at) == (
@@ -228,11 +228,11 @@ def test_deliver_sends_records_stamps_and_marks_sent_once(salon, clock):
     assert booking.metadata == {"reminders": {"day_before": DAY_DUE.isoformat()}}
 
     # A second delivery of the same job (retry, redelivery) sends nothing.
-    services.reminder_deliver(reminder_id=reminder.pk)
+    reminder_sending.reminder_deliver(reminder_id=reminder.pk)
     assert Message.objects.count() == 1
 
     hour = queue_due(booking, HOUR, clock)
-    services.reminder_deliver(reminder_id=hour.pk)
+    reminder_sending.reminder_deliver(reminder_id=hour.pk)
     booking.refresh_from_db()
     assert set(booking.metadata["reminders"]) == {"day_before", "hour_before"}
     assert Message.objects.count() == 2 and Conversation.objects.count() == 1
@@ -244,7 +244,7 @@ def test_cancelled_after_queueing_is_not_sent(salon, clock):
     reminder = queue_due(booking, DAY, clock)
     services.booking_cancel(booking=booking)
 
-    services.reminder_deliver(reminder_id=reminder.pk)
+    reminder_sending.reminder_deliver(reminder_id=reminder.pk)
 
     reminder.refresh_from_db()
     assert (reminder.status, reminder.reason) == ("skipped", "booking cancelled")
@@ -267,7 +267,7 @@ def test_job_rechecks_the_booking_even_behind_the_services_back(
     reminder = queue_due(booking, DAY, clock)
     Booking.objects.filter(pk=booking.pk).update(**change)  # no service involved
 
-    services.reminder_deliver(reminder_id=reminder.pk)
+    reminder_sending.reminder_deliver(reminder_id=reminder.pk)
 
     reminder.refresh_from_db()
     assert (reminder.status, reminder.reason) == ("skipped", reason)
@@ -282,7 +282,7 @@ def test_rescheduled_after_queueing_sends_at_the_new_time_only(salon, clock):
         booking=booking, data={"start_at": START + timedelta(days=1)}
     )
 
-    services.reminder_deliver(reminder_id=old.pk)  # the old job
+    reminder_sending.reminder_deliver(reminder_id=old.pk)  # the old job
 
     assert not Message.objects.exists()
     fresh = row(booking, DAY)
@@ -295,7 +295,7 @@ def test_a_job_that_runs_too_late_skips(salon, clock):
     reminder = queue_due(booking, DAY, clock)
     clock.move_to(START - timedelta(hours=11))
 
-    services.reminder_deliver(reminder_id=reminder.pk)
+    reminder_sending.reminder_deliver(reminder_id=reminder.pk)
 
     reminder.refresh_from_db()
     assert reminder.status == "skipped" and reminder.reason.startswith("too late")
@@ -311,7 +311,7 @@ def test_without_an_approved_template_nor_window_it_fails_with_the_reason(clock)
     booking = book(salon)
     reminder = queue_due(booking, DAY, clock)
 
-    services.reminder_deliver(reminder_id=reminder.pk)
+    reminder_sending.reminder_deliver(reminder_id=reminder.pk)
 
     reminder.refresh_from_db()
     assert reminder.status == "failed"
@@ -334,7 +334,7 @@ def test_inside_the_24_hour_window_free_text_is_used(clock):
     )
     reminder = queue_due(booking, DAY, clock)
 
-    services.reminder_deliver(reminder_id=reminder.pk)
+    reminder_sending.reminder_deliver(reminder_id=reminder.pk)
 
     message = Message.objects.get()
     assert (message.type, message.status) == ("text", "sent")
@@ -351,7 +351,7 @@ def test_a_deleted_booking_is_a_no_op(salon, clock):
     booking = book(salon)
     reminder = queue_due(booking, DAY, clock)
     booking.delete()
-    assert services.reminder_deliver(reminder_id=reminder.pk) is None
+    assert reminder_sending.reminder_deliver(reminder_id=reminder.pk) is None
     assert not Message.objects.exists()
 
 
@@ -359,14 +359,14 @@ def test_a_deleted_booking_is_a_no_op(salon, clock):
 def test_a_job_over_its_time_budget_hands_the_rest_on(salon, clock, monkeypatch):
     bookings = [book(salon) for _ in range(3)]
     clock.move_to(DAY_DUE)
-    services.reminder_dispatch()
+    reminders.reminder_dispatch()
     ids = [row(b, DAY).pk for b in bookings]
     from saas.redis import queue_redis
 
     queue_redis().flushdb()
-    monkeypatch.setattr(services, "REMINDER_JOB_BUDGET_SECONDS", -1)
+    monkeypatch.setattr(reminder_sending, "REMINDER_JOB_BUDGET_SECONDS", -1)
 
-    outcome = services.reminders_deliver(reminder_ids=ids)
+    outcome = reminder_sending.reminders_deliver(reminder_ids=ids)
 
     assert outcome == {"sent": 1, "handed_on": 2}
     assert row(bookings[0], DAY).status == "sent"

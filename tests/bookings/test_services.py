@@ -6,6 +6,7 @@ import pytest
 import time_machine
 from django.core.exceptions import ValidationError
 
+from bookings import reminders as booking_reminders
 from bookings import services
 from bookings.models import Booking, BookingReminder
 from notifications.models import EmailLog
@@ -242,7 +243,7 @@ def test_salon_create_welcomes_the_owner(user):
 def test_reminder_schedule_keeps_the_seed_call_shape(salon):
     booking = create(salon)
     send_at = NOW + timedelta(days=2, hours=12)
-    reminder = services.reminder_schedule(
+    reminder = booking_reminders.reminder_schedule(
         booking_id=str(booking.pk), kind="day_before", due_at=send_at
     )
     assert (reminder.status, reminder.due_at) == ("pending", send_at)
@@ -265,7 +266,7 @@ def test_reminder_schedule_refuses_bad_input(salon, args, field):
     booking = create(salon)
     before = list(BookingReminder.objects.values())
     with pytest.raises(ValidationError) as caught:
-        services.reminder_schedule(
+        booking_reminders.reminder_schedule(
             **{
                 "booking_id": booking.pk,
                 "kind": "day_before",
@@ -280,6 +281,6 @@ def test_reminder_schedule_refuses_bad_input(salon, args, field):
 def test_reminder_schedule_refuses_inactive_bookings(salon):
     booking = BookingFactory(salon=salon, status=Booking.Status.CANCELLED)
     with pytest.raises(ValidationError):
-        services.reminder_schedule(
+        booking_reminders.reminder_schedule(
             booking_id=booking.pk, kind="hour_before", due_at=NOW + timedelta(days=1)
         )

@@ -16,7 +16,7 @@ from bookings.models import Booking, BookingReminder
 from bookings.tasks import reminder_dispatch
 from messaging.models import Message
 from queues.definitions import REMINDER
-from queues.services import job_enqueue
+from queues.publish import job_publish
 from tests.factories import SalonFactory, TemplateFactory
 from tests.processes import ManagedProcess, celery_beat_args
 from tests.utils import wait_until
@@ -61,7 +61,7 @@ def test_due_reminders_are_sent_once_and_inactive_bookings_never(start_worker, s
         booking=moved, data={"start_at": timezone.now() + timedelta(days=2)}
     )
 
-    job_enqueue(reminder_dispatch)
+    job_publish(reminder_dispatch)
     worker = start_worker(REMINDER.name, concurrency=2)
     wait_until(lambda: sent_count() == 5, timeout=60)
 
@@ -86,7 +86,7 @@ def test_due_reminders_are_sent_once_and_inactive_bookings_never(start_worker, s
 def test_two_dispatchers_on_two_workers_send_each_reminder_once(start_worker, salon):
     bookings = [due_booking(salon, n) for n in range(60)]
     for _ in range(2):
-        job_enqueue(reminder_dispatch)
+        job_publish(reminder_dispatch)
     first = start_worker(REMINDER.name, concurrency=2, wait=False)
     second = start_worker(REMINDER.name, concurrency=2, wait=False)
     first.wait_ready(), second.wait_ready()

@@ -9,7 +9,7 @@ from django.test.utils import CaptureQueriesContext
 
 from messaging import inbox
 from messaging.models import Conversation, Message, WebhookEvent
-from queues.selectors import PRIORITY_SEP
+from queues.keys import PRIORITY_SEP
 from saas.redis import queue_redis
 from tests.factories import SalonFactory
 from tests.messaging.conftest import text_body, webhook_envelope
@@ -152,7 +152,7 @@ def test_redrive_queues_a_drain_for_old_pending_events(salon):
 
 
 def test_a_paused_queue_stops_the_drain_and_leaves_a_job_for_the_resume(salon):
-    from queues.bootsteps import PAUSED_KEY
+    from queues.keys import PAUSED_KEY
 
     for n in range(3):
         receive(text_body(f"wamid.P{n}"))

@@ -6,7 +6,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from messaging import services
+from messaging import outbound
 from messaging.models import Message
 from tests.factories import ConversationFactory
 from tests.utils import queued_jobs, run_with_broker_away
@@ -19,10 +19,10 @@ import django
 django.setup()
 import saas.celery
 from django.db import transaction
-from messaging import services
+from messaging import outbound
 from messaging.models import Conversation
 with transaction.atomic():
-    message = services.message_send_text(
+    message = outbound.message_send_text(
         conversation=Conversation.objects.get(pk=sys.argv[1]), text="See you at 5"
     )
 print("queued", message.pk)
@@ -47,20 +47,20 @@ def test_a_reply_during_a_broker_outage_stays_queued_and_is_redriven(
     )
     assert queued_jobs(OUTBOUND_QUEUE) == []
 
-    assert services.messages_outbound_redrive(older_than=timedelta(hours=1)) == []
-    assert services.messages_outbound_redrive(older_than=timedelta(0)) == [message.pk]
+    assert outbound.messages_outbound_redrive(older_than=timedelta(hours=1)) == []
+    assert outbound.messages_outbound_redrive(older_than=timedelta(0)) == [message.pk]
     [job] = queued_jobs(OUTBOUND_QUEUE)
     assert job["task"] == "messaging.message_outbound_send"
     assert job["kwargs"] == {"message_id": str(message.pk)}
     # Once per period, not on every beat tick.
-    assert services.messages_outbound_redrive(older_than=timedelta(minutes=5)) == []
+    assert outbound.messages_outbound_redrive(older_than=timedelta(minutes=5)) == []
 
     # The job sends it (console backend); a late duplicate job does nothing.
-    services.message_outbound_deliver(message_id=message.pk, final_attempt=False)
+    outbound.message_outbound_deliver(message_id=message.pk, final_attempt=False)
     message.refresh_from_db()
     assert message.status == "sent" and message.wamid
     wamid = message.wamid
-    services.message_outbound_deliver(message_id=message.pk, final_attempt=False)
+    outbound.message_outbound_deliver(message_id=message.pk, final_attempt=False)
     message.refresh_from_db()
     assert message.wamid == wamid
 
@@ -68,8 +68,8 @@ def test_a_reply_during_a_broker_outage_stays_queued_and_is_redriven(
 @pytest.mark.django_db
 def test_only_queued_outbound_messages_are_redriven(salon):
     conversation = ConversationFactory(salon=salon, last_inbound_at=timezone.now())
-    queued = services.message_send_text(conversation=conversation, text="One")
-    sent = services.message_send_text(conversation=conversation, text="Two")
+    queued = outbound.message_send_text(conversation=conversation, text="One")
+    sent = outbound.message_send_text(conversation=conversation, text="Two")
     Message.objects.filter(pk=sent.pk).update(status="sent", wamid="wamid.SENT")
     inbound = Message.objects.create(
         salon=salon,
@@ -79,6 +79,6 @@ def test_only_queued_outbound_messages_are_redriven(salon):
         status="received",
         created_at=timezone.now() - timedelta(hours=1),
     )
-    redriven = services.messages_outbound_redrive(older_than=timedelta(0))
+    redriven = outbound.messages_outbound_redrive(older_than=timedelta(0))
     assert redriven == [queued.pk]
     assert inbound.pk not in redriven

@@ -7,7 +7,7 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
-from messaging import inbox, services
+from messaging import inbox, outbound, services
 from messaging.models import Conversation, Message, OrphanStatus, WebhookEvent
 from messaging.signals import messages_changed
 from tests.factories import ConversationFactory, MessageFactory
@@ -265,17 +265,17 @@ def test_orphans_are_kept_once_and_adopted_by_the_message_later(salon, settings)
 
     class Fixed:
         def send_text(self, **kwargs):
-            return services.SendResult(wamid="wamid.later")
+            return outbound.SendResult(wamid="wamid.later")
 
     conversation = ConversationFactory(salon=salon, last_inbound_at=timezone.now())
-    message = services.message_send_text(conversation=conversation, text="Hello")
-    services.whatsapp_client = lambda: Fixed()  # restored below
+    message = outbound.message_send_text(conversation=conversation, text="Hello")
+    outbound.whatsapp_client = lambda: Fixed()  # restored below
     try:
-        services.message_outbound_deliver(message_id=message.pk, final_attempt=False)
+        outbound.message_outbound_deliver(message_id=message.pk, final_attempt=False)
     finally:
         from messaging.whatsapp import whatsapp_client
 
-        services.whatsapp_client = whatsapp_client
+        outbound.whatsapp_client = whatsapp_client
     message.refresh_from_db()
     assert message.wamid == "wamid.later" and message.status == "delivered"
     assert message.delivered_at == at(1781001203)
@@ -312,7 +312,7 @@ def test_free_text_outside_the_24h_window_is_refused(salon):
     never = ConversationFactory(salon=salon, last_inbound_at=None)
     for conversation in (stale, never):
         with pytest.raises(ValidationError, match="template"):
-            services.message_send_text(conversation=conversation, text="Hi")
+            outbound.message_send_text(conversation=conversation, text="Hi")
     assert not Message.objects.exists()
 
 
@@ -321,7 +321,7 @@ def test_free_text_inside_the_window_is_queued(salon):
     conversation = ConversationFactory(
         salon=salon, last_inbound_at=before, last_message_at=before
     )
-    message = services.message_send_text(conversation=conversation, text=" Hi ")
+    message = outbound.message_send_text(conversation=conversation, text=" Hi ")
     assert (message.status, message.direction, message.body) == ("queued", "out", "Hi")
     conversation.refresh_from_db()
     assert conversation.last_message_at == message.created_at
@@ -330,18 +330,18 @@ def test_free_text_inside_the_window_is_queued(salon):
 
 def test_console_backend_sends_and_stores_the_wamid(salon):
     conversation = ConversationFactory(salon=salon, last_inbound_at=timezone.now())
-    message = services.message_send_text(conversation=conversation, text="Hi")
-    services.message_outbound_deliver(message_id=message.pk, final_attempt=False)
+    message = outbound.message_send_text(conversation=conversation, text="Hi")
+    outbound.message_outbound_deliver(message_id=message.pk, final_attempt=False)
     message.refresh_from_db()
     assert message.status == "sent" and message.wamid.startswith("wamid.console.")
-    services.message_outbound_deliver(message_id=message.pk, final_attempt=False)
+    outbound.message_outbound_deliver(message_id=message.pk, final_attempt=False)
     assert Message.objects.get(pk=message.pk).wamid == message.wamid
 
 
 def test_inbound_message_of_an_old_conversation_reopens_the_window(salon):
     ingest(text_body("wamid.now", at=int(timezone.now().timestamp())))
     conversation = Conversation.objects.get()
-    message = services.message_send_text(conversation=conversation, text="Hi")
+    message = outbound.message_send_text(conversation=conversation, text="Hi")
     assert message.status == "queued"
 
 

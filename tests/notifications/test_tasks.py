@@ -6,7 +6,7 @@ from notifications.models import EmailLog
 from notifications.services import email_enqueue
 from notifications.tasks import email_send
 from queues.definitions import EMAIL
-from queues.services import job_enqueue
+from queues.publish import job_publish
 from tests.notifications.test_services import BOOKING_DATA, TEMPLATE_DATA
 from tests.processes import free_port
 from tests.smtp import SMTPServer
@@ -76,7 +76,7 @@ def test_every_template_is_delivered_with_subject_and_both_bodies(
 
 
 def test_seed_shaped_job_without_a_log_is_logged_and_sent(start_worker, smtp_server):
-    job_enqueue(
+    job_publish(
         email_send,
         kwargs={
             "data": {
@@ -123,7 +123,7 @@ def test_bad_job_fails_at_once_without_retries(start_worker, smtp_server, job, e
         "priority": 7,
         **job,
     }
-    job_enqueue(email_send, kwargs={"data": data})
+    job_publish(email_send, kwargs={"data": data})
     worker = email_worker(start_worker, smtp_server.port)
 
     wait_until(lambda: "raised unexpected: PermanentJobError" in worker.log())

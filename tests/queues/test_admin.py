@@ -10,7 +10,7 @@ from queues import records
 from queues.definitions import WEBHOOK
 from queues.models import QueueAction
 from queues.selectors import job_detail, queue_stats
-from queues.services import job_enqueue
+from queues.publish import job_publish
 from queues.tasks import queue_test_job
 
 pytestmark = pytest.mark.django_db
@@ -55,7 +55,7 @@ def test_anonymous_and_non_staff_are_sent_to_the_admin_login(client, user):
 
 
 def test_overview_shows_every_queue_with_counts_and_flower(staff):
-    job_enqueue(queue_test_job, kwargs={"data": {}})
+    job_publish(queue_test_job, kwargs={"data": {}})
     failed_job("f1")
     html = staff.get("/admin/queues/").content.decode()
     for name in (
@@ -108,7 +108,7 @@ def test_pagination(staff):
 
 
 def test_job_detail_with_masked_data_log_and_traceback(staff):
-    job = job_enqueue(
+    job = job_publish(
         queue_test_job,
         kwargs={"data": {"to": "ann.smith@example.com", "phone": "+16505551234"}},
     )

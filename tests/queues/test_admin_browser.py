@@ -9,7 +9,7 @@ from django.db import connections
 
 from queues.definitions import WEBHOOK
 from queues.selectors import queue_stats
-from queues.services import job_enqueue
+from queues.publish import job_publish
 from queues.tasks import queue_test_job
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -84,7 +84,7 @@ def test_queue_page_in_a_browser(page, live_server):
     # The page refreshes its counts in place, without a reload.
     page.evaluate("window.__same_document = true")
     for n in range(3):
-        job_enqueue(queue_test_job, kwargs={"data": {"n": n, "salonId": "s-1"}})
+        job_publish(queue_test_job, kwargs={"data": {"n": n, "salonId": "s-1"}})
     page.wait_for_function(
         "document.querySelector('tr[data-queue=\"whatsapp:webhook\"] td.count-waiting')"
         ".innerText === '3'",

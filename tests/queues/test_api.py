@@ -8,7 +8,7 @@ from queues import records
 from queues.definitions import EMAIL, QUEUES, WEBHOOK, Priority
 from queues.models import QueueAction
 from queues.selectors import job_detail, queue_stats
-from queues.services import job_enqueue
+from queues.publish import job_publish
 from queues.tasks import TEST_JOB_LOG_KEY, queue_test_job
 from saas.redis import queue_redis
 from tests.utils import wait_until
@@ -71,8 +71,8 @@ def test_unknown_queue_or_job_is_404(staff_client, method, path):
 
 @pytest.mark.parametrize("name", ["webhook", "whatsapp:webhook"])
 def test_stats_by_alias_or_full_name(staff_client, name):
-    job_enqueue(queue_test_job, kwargs={"data": {}}, priority=Priority.CRITICAL)
-    job_enqueue(queue_test_job, kwargs={"data": {}}, priority=Priority.BACKGROUND)
+    job_publish(queue_test_job, kwargs={"data": {}}, priority=Priority.CRITICAL)
+    job_publish(queue_test_job, kwargs={"data": {}}, priority=Priority.BACKGROUND)
     finished_record(WEBHOOK.name, "failed", "f1")
     response = staff_client.get(f"/admin/queue/stats/{name}")
     assert response.status_code == 200
@@ -220,7 +220,7 @@ def test_retry_all_failed(staff_client):
 
 
 def test_job_detail_masks_personal_data(staff_client):
-    job = job_enqueue(
+    job = job_publish(
         queue_test_job,
         kwargs={"data": {"to": "ann.smith@example.com", "phone": "+16505551234"}},
     )

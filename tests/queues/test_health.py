@@ -7,7 +7,7 @@ from django.test import override_settings
 
 from queues import records
 from queues.definitions import QUEUES, WEBHOOK
-from queues.selectors import PRIORITY_SEP, backlog_key
+from queues.keys import PRIORITY_SEP, backlog_key
 from saas.redis import queue_redis
 from tests.processes import free_port
 from tests.utils import wait_until

@@ -4,7 +4,8 @@ import pytest
 
 from queues.definitions import EMAIL, WEBHOOK
 from queues.selectors import job_detail, queue_stats, workers_alive
-from queues.services import job_enqueue, queue_pause, queue_resume
+from queues.publish import job_publish
+from queues.services import queue_pause, queue_resume
 from queues.tasks import queue_test_job
 from tests.utils import wait_until
 
@@ -12,7 +13,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def publish(queue, n):
-    return job_enqueue(queue_test_job, kwargs={"data": {"n": n}}, queue=queue).id
+    return job_publish(queue_test_job, kwargs={"data": {"n": n}}, queue=queue).id
 
 
 def state(job_id):

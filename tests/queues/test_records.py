@@ -5,13 +5,13 @@ import pytest
 from queues import records
 from queues.definitions import EMAIL, WEBHOOK, Priority
 from queues.selectors import job_detail, queue_jobs, queue_stats
-from queues.services import job_enqueue
+from queues.publish import job_publish
 from queues.tasks import queue_test_job
 from tests.utils import wait_until
 
 
 def publish(data, *, queue=WEBHOOK, priority=None):
-    return job_enqueue(
+    return job_publish(
         queue_test_job, kwargs={"data": data}, queue=queue, priority=priority
     ).id
 

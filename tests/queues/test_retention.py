@@ -7,7 +7,7 @@ import pytest
 from queues import records
 from queues.definitions import WEBHOOK
 from queues.selectors import job_detail, queue_stats
-from queues.services import job_enqueue
+from queues.publish import job_publish
 from queues.tasks import queue_test_job
 from tests.utils import wait_until
 
@@ -64,7 +64,7 @@ def test_at_most_5000_failed_per_queue_oldest_go_first():
 def test_worker_keeps_at_most_the_configured_completed_count(start_worker):
     # The same script enforces 1,000 in production; a small limit keeps the
     # test short while going through a real worker.
-    ids = [job_enqueue(queue_test_job, kwargs={"data": {"n": n}}).id for n in range(8)]
+    ids = [job_publish(queue_test_job, kwargs={"data": {"n": n}}).id for n in range(8)]
     start_worker("whatsapp:webhook", env={"QUEUE_COMPLETED_RETENTION_COUNT": "5"})
     wait_until(lambda: queue_stats(WEBHOOK)["waiting"] == 0, timeout=30)
     wait_until(

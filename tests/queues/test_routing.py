@@ -6,7 +6,7 @@ import pytest
 from django.conf import settings
 
 from queues.definitions import QUEUES, Priority, celery_priority, queue_spec
-from queues.services import job_enqueue
+from queues.publish import job_publish
 from queues.tasks import TEST_JOB_LOG_KEY, queue_test_job
 from saas.redis import queue_redis
 from tests.utils import wait_until
@@ -43,13 +43,13 @@ def test_visibility_timeout_outlasts_every_retry_delay():
 @pytest.mark.django_db
 @pytest.mark.parametrize("spec", QUEUES, ids=lambda s: s.alias)
 def test_job_lands_in_its_queue_list(spec):
-    job_enqueue(
+    job_publish(
         queue_test_job,
         kwargs={"data": {"n": 1}},
         queue=spec,
         priority=Priority.CRITICAL,
     )
-    job_enqueue(
+    job_publish(
         queue_test_job,
         kwargs={"data": {"n": 2}},
         queue=spec,
@@ -67,9 +67,9 @@ def test_job_lands_in_its_queue_list(spec):
 @pytest.mark.django_db(transaction=True)
 def test_worker_serves_priority_ten_before_priority_one(start_worker):
     for n in range(3):
-        job_enqueue(queue_test_job, kwargs={"data": {"p": 1, "n": n}}, priority=1)
-    job_enqueue(queue_test_job, kwargs={"data": {"p": 10, "n": 0}}, priority=10)
-    job_enqueue(queue_test_job, kwargs={"data": {"p": 5, "n": 0}}, priority=5)
+        job_publish(queue_test_job, kwargs={"data": {"p": 1, "n": n}}, priority=1)
+    job_publish(queue_test_job, kwargs={"data": {"p": 10, "n": 0}}, priority=10)
+    job_publish(queue_test_job, kwargs={"data": {"p": 5, "n": 0}}, priority=5)
 
     start_worker("whatsapp:webhook", concurrency=1)
     wait_until(lambda: queue_redis().llen(TEST_JOB_LOG_KEY) == 5, timeout=60)

@@ -6,8 +6,10 @@ import pytest
 
 from queues import records
 from queues.definitions import EMAIL, WEBHOOK
-from queues.selectors import broker_lists, mask_personal_data, queue_stats
-from queues.services import job_enqueue, queue_pause
+from queues.keys import broker_lists
+from queues.selectors import mask_personal_data, queue_stats
+from queues.publish import job_publish
+from queues.services import queue_pause
 from queues.tasks import queue_test_job
 from saas.redis import queue_redis
 
@@ -18,11 +20,11 @@ def test_waiting_counts_every_priority_sub_list():
     published = 0
     for priority in range(1, 11):
         for _ in range(priority):  # 1 job at priority 1 ... 10 at priority 10
-            job_enqueue(
+            job_publish(
                 queue_test_job, kwargs={"data": {}}, priority=priority, queue=WEBHOOK
             )
             published += 1
-    job_enqueue(queue_test_job, kwargs={"data": {}}, priority=7, queue=EMAIL)
+    job_publish(queue_test_job, kwargs={"data": {}}, priority=7, queue=EMAIL)
     lengths = [queue_redis().llen(key) for key in broker_lists(WEBHOOK.name)]
     assert lengths == list(range(10, 0, -1))  # level 0 (priority 10) holds 10
     stats = queue_stats(WEBHOOK)

@@ -11,8 +11,9 @@ from django.utils import timezone
 from messaging.models import Message, WebhookEvent
 from notifications.models import EmailLog
 from queues.definitions import Priority
-from queues.selectors import PRIORITY_SEP, job_detail
-from queues.services import QueueService
+from queues.keys import PRIORITY_SEP
+from queues.selectors import job_detail
+from queues.facade import QueueService
 from saas.redis import queue_redis
 from tests.factories import BookingFactory, MessageFactory
 from tests.processes import ROOT
@@ -139,15 +140,15 @@ def test_a_job_that_cannot_be_sent_leaves_no_record(how):
     from kombu.exceptions import EncodeError
 
     from queues.definitions import WEBHOOK
-    from queues.services import job_enqueue, job_send
+    from queues.publish import job_publish
     from queues.tasks import queue_test_job
 
     unserializable = {"data": {"when": object()}}
     with pytest.raises(EncodeError):
         if how == "by_name":
-            job_send("queues.test_job", queue=WEBHOOK, kwargs=unserializable)
+            job_publish("queues.test_job", queue=WEBHOOK, kwargs=unserializable)
         else:
-            job_enqueue(queue_test_job, kwargs=unserializable)
+            job_publish(queue_test_job, kwargs=unserializable)
     assert QueueService.get_queue_stats("webhook")["waiting"] == 0
     assert queue_redis().zcard(f"jobs:q:{WEBHOOK.name}:waiting") == 0
     assert not queue_redis().keys("jobs:j:*")

@@ -19,7 +19,7 @@ from bookings.models import BookingReminder
 from bookings.tasks import reminder_dispatch
 from messaging.models import Conversation, Message
 from queues.definitions import REMINDER
-from queues.services import job_enqueue
+from queues.publish import job_publish
 from saas.redis import queue_redis
 from tests.conftest import test_database_url as database_url
 from tests.factories import SalonFactory, TemplateFactory
@@ -114,7 +114,7 @@ def test_killed_after_the_send_was_recorded_does_not_send_again(
     )
     try:
         worker.start().wait_ready()
-        job_enqueue(reminder_dispatch)
+        job_publish(reminder_dispatch)
         wait_until(hold.exists, timeout=60)
         pid = int(wait_until(lambda: hold.read_text().strip()))
         first = BookingReminder.objects.get(pk=reminder.pk)
@@ -147,7 +147,7 @@ def test_killed_before_sending_sends_once_on_redelivery(reminder, start_worker, 
         "SELECT 1 FROM bookings_booking WHERE id = %s FOR UPDATE",
         [reminder.booking_id],
     )
-    job_enqueue(reminder_dispatch)
+    job_publish(reminder_dispatch)
     worker = start_worker(REMINDER.name)
     wait_until(lambda: waiting_on_a_lock(), timeout=60)
     [child] = child_pids(worker.proc.pid)
@@ -183,7 +183,7 @@ def test_the_documented_window_a_crash_after_metas_answer_sends_twice(
         "SELECT 1 FROM messaging_conversation WHERE id = %s FOR UPDATE",
         [conversation.pk],
     )
-    job_enqueue(reminder_dispatch)
+    job_publish(reminder_dispatch)
     worker = start_worker(REMINDER.name)
     wait_until(lambda: CONSOLE_SEND in worker.log(), timeout=60)
     wait_until(lambda: waiting_on_a_lock())

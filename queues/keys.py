@@ -1,0 +1,61 @@
+"""Every key this project keeps on the broker's Redis (``REDIS_QUEUE_DB``).
+
+The broker's own lists are kombu's; the rest are ours. Named here once, so
+``redis-cli --scan`` on the queue DB can be read against this page.
+
+- ``{queue}`` and ``{queue}\\x06\\x16{n}``: kombu's lists of a queue's waiting
+  messages, priority level 0 (most urgent) in the first
+- ``jobs:j:{id}``            hash: a job's record (queues/records.py)
+- ``jobs:log:{id}``          list: log lines the job wrote
+- ``jobs:q:{queue}:{state}`` sorted set of job ids by the time they entered it
+- ``jobs:m:{queue}:{outcome}:{minute}`` completed/failed per minute, kept 2 h
+- ``jobs:dur:{queue}``       hash: job duration histogram (bucket -> count)
+- ``queues:paused``          set: the paused queues (pause outlives restarts)
+- ``queues:workers:{queue}`` sorted set: worker heartbeats
+- ``queues:backlog:{queue}`` since when a queue's backlog is over the threshold
+- ``queues:test-jobs``       list: the operators' test jobs' data, newest first
+- ``whatsapp:webhook:drain`` set while a webhook drain job is queued or running
+"""
+
+#: kombu's Redis transport keeps priority level n of queue q in "q\x06\x16n".
+PRIORITY_SEP = "\x06\x16"
+
+#: Prefix of the job records (passed to the records' Lua script as is).
+JOB_PREFIX = "jobs"
+
+PAUSED_KEY = "queues:paused"
+TEST_JOB_LOG_KEY = "queues:test-jobs"
+DRAIN_FLAG_KEY = "whatsapp:webhook:drain"
+
+
+def broker_lists(queue: str) -> list[str]:
+    """The broker's lists holding a queue's waiting messages, level 0 first."""
+    return [queue] + [f"{queue}{PRIORITY_SEP}{level}" for level in range(1, 10)]
+
+
+def job_key(job_id: str) -> str:
+    return f"{JOB_PREFIX}:j:{job_id}"
+
+
+def log_key(job_id: str) -> str:
+    return f"{JOB_PREFIX}:log:{job_id}"
+
+
+def state_key(queue: str, state: str) -> str:
+    return f"{JOB_PREFIX}:q:{queue}:{state}"
+
+
+def minute_key(queue: str, outcome: str, minute: int) -> str:
+    return f"{JOB_PREFIX}:m:{queue}:{outcome}:{minute}"
+
+
+def duration_key(queue: str) -> str:
+    return f"{JOB_PREFIX}:dur:{queue}"
+
+
+def workers_key(queue: str) -> str:
+    return f"queues:workers:{queue}"
+
+
+def backlog_key(queue: str) -> str:
+    return f"queues:backlog:{queue}"
