@@ -37,11 +37,10 @@ django.setup()
 from django.conf import settings  # noqa: E402
 
 from queues import records, signals  # noqa: E402
-from queues.keys import PAUSED_KEY  # noqa: E402
 from queues.definitions import QUEUES, WEBHOOK, queue_spec  # noqa: E402
-from queues.keys import broker_lists
-from queues.selectors import queue_stats, workers_alive  # noqa: E402
+from queues.keys import PAUSED_KEY, broker_lists  # noqa: E402
 from queues.publish import job_publish  # noqa: E402
+from queues.selectors import queue_stats, workers_alive  # noqa: E402
 from saas.redis import queue_redis  # noqa: E402
 from tests.processes import CeleryWorker, celery_worker_args  # noqa: E402
 from tests.utils import wait_until  # noqa: E402

@@ -9,8 +9,8 @@ import pytest
 from queues import records
 from queues.definitions import WEBHOOK
 from queues.models import QueueAction
-from queues.selectors import job_detail, queue_stats
 from queues.publish import job_publish
+from queues.selectors import job_detail, queue_stats
 from queues.tasks import queue_test_job
 
 pytestmark = pytest.mark.django_db

@@ -8,8 +8,8 @@ import pytest
 from django.db import connections
 
 from queues.definitions import WEBHOOK
-from queues.selectors import queue_stats
 from queues.publish import job_publish
+from queues.selectors import queue_stats
 from queues.tasks import queue_test_job
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]

@@ -7,8 +7,8 @@ import pytest
 from queues import records
 from queues.definitions import EMAIL, QUEUES, WEBHOOK, Priority
 from queues.models import QueueAction
-from queues.selectors import job_detail, queue_stats
 from queues.publish import job_publish
+from queues.selectors import job_detail, queue_stats
 from queues.tasks import TEST_JOB_LOG_KEY, queue_test_job
 from saas.redis import queue_redis
 from tests.utils import wait_until

@@ -3,8 +3,8 @@
 import pytest
 
 from queues.definitions import EMAIL, WEBHOOK
-from queues.selectors import job_detail, queue_stats, workers_alive
 from queues.publish import job_publish
+from queues.selectors import job_detail, queue_stats, workers_alive
 from queues.services import queue_pause, queue_resume
 from queues.tasks import queue_test_job
 from tests.utils import wait_until

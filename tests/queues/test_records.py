@@ -4,8 +4,8 @@ import pytest
 
 from queues import records
 from queues.definitions import EMAIL, WEBHOOK, Priority
-from queues.selectors import job_detail, queue_jobs, queue_stats
 from queues.publish import job_publish
+from queues.selectors import job_detail, queue_jobs, queue_stats
 from queues.tasks import queue_test_job
 from tests.utils import wait_until
 

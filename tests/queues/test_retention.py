@@ -6,8 +6,8 @@ import pytest
 
 from queues import records
 from queues.definitions import WEBHOOK
-from queues.selectors import job_detail, queue_stats
 from queues.publish import job_publish
+from queues.selectors import job_detail, queue_stats
 from queues.tasks import queue_test_job
 from tests.utils import wait_until
 

@@ -7,8 +7,8 @@ import pytest
 from queues import records
 from queues.definitions import EMAIL, WEBHOOK
 from queues.keys import broker_lists
-from queues.selectors import mask_personal_data, queue_stats
 from queues.publish import job_publish
+from queues.selectors import mask_personal_data, queue_stats
 from queues.services import queue_pause
 from queues.tasks import queue_test_job
 from saas.redis import queue_redis

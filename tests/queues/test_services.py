@@ -11,9 +11,9 @@ from django.utils import timezone
 from messaging.models import Message, WebhookEvent
 from notifications.models import EmailLog
 from queues.definitions import Priority
+from queues.facade import QueueService
 from queues.keys import PRIORITY_SEP
 from queues.selectors import job_detail
-from queues.facade import QueueService
 from saas.redis import queue_redis
 from tests.factories import BookingFactory, MessageFactory
 from tests.processes import ROOT
