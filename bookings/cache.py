@@ -43,7 +43,8 @@ from django.db import connection, transaction
 
 from bookings.models import Booking, Salon
 from bookings.selectors import booking_figures, dashboard_snapshot
-from saas.cache import CacheUnavailable, Fetched, Queue, cache_service, ttl_for
+from saas.cache import cache_service
+from saas.cache_values import CacheUnavailable, Fetched, Queue, ttl_for
 from saas.tenancy import salons_for
 
 logger = logging.getLogger(__name__)

@@ -34,174 +34,42 @@ from __future__ import annotations
 
 import functools
 import inspect
-import json
-import logging
-import pickle
-import random
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, ParamSpec, Protocol, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import redis
 from django.conf import settings
 from django.core.cache import caches
 from django.db import transaction
 
-logger = logging.getLogger("saas.cache")
+from saas.cache_fetch import ReadThrough
+from saas.cache_values import (
+    MISSING,
+    WATCH_ATTEMPTS,
+    CacheBusy,
+    CacheUnavailable,
+    Counters,
+    Queue,
+    decode,
+    encode,
+    logger,
+    setting_or,
+    ttl_for,
+)
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-_PICKLE_MARK = 0x80  # every pickle protocol >= 2 starts with this byte
-_MISSING = object()
-#: WATCH/MULTI attempts before giving up on a key other clients keep changing.
-_WATCH_ATTEMPTS = 20
 
-#: Commands a caller queues in a MULTI block.
-Queue = Callable[[redis.client.Pipeline], None]
-
-# Store ``ARGV[2]`` with TTL ``ARGV[3]`` ms only if the key still holds ``ARGV[1]``
-# ("" meaning: absent). Returns 1 when stored.
-_CAS_SET = """
-local current = redis.call('GET', KEYS[1])
-if (current == false and ARGV[1] == '') or current == ARGV[1] then
-    redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-    return 1
-end
-return 0
-"""
-_UNLOCK = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-    return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
-
-
-class CacheUnavailable(Exception):
-    """The breaker is open or Redis failed: callers fall back to the database."""
-
-
-class CacheBusy(CacheUnavailable):
-    """This process's connection pool is exhausted: Redis is fine, so the breaker
-    stays closed."""
-
-
-def _setting(name: str, default: float) -> float:
-    return getattr(settings, name, default)
-
-
-def ttl_for(ttl: int | str | None) -> int:
-    """Seconds: an int, the name of a setting, or None for CACHE_TTL_SECONDS."""
-    if ttl is None:
-        return settings.CACHE_TTL_SECONDS
-    if isinstance(ttl, str):
-        return getattr(settings, ttl)
-    return ttl
-
-
-def namespace_of(key: str) -> str:
-    return key.split(":", 1)[0]
-
-
-def encode(value: Any) -> bytes:
-    try:
-        text = json.dumps(value, separators=(",", ":"), allow_nan=False)
-        if json.loads(text) == value and _same_shape(json.loads(text), value):
-            return text.encode()
-    except (TypeError, ValueError):
-        pass
-    return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-
-
-def _same_shape(decoded: Any, value: Any) -> bool:
-    """JSON equality is loose (1 == 1.0 == True, tuples vs lists): check types."""
-    if type(decoded) is not type(value) and not (
-        isinstance(value, dict) and isinstance(decoded, dict)
-    ):
-        return False
-    if isinstance(value, dict):
-        return all(_same_shape(decoded[k], v) for k, v in value.items())
-    if isinstance(value, list):
-        return all(_same_shape(d, v) for d, v in zip(decoded, value, strict=True))
-    return True
-
-
-def decode(raw: bytes | None) -> Any:
-    """The stored value, or _MISSING for an absent key or a tombstone."""
-    if raw is None or raw.startswith(b"\x00"):
-        return _MISSING
-    if raw[0] == _PICKLE_MARK:
-        return pickle.loads(raw)
-    return json.loads(raw)
-
-
-@dataclass
-class _Counters:
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    hits: dict[str, int] = field(default_factory=dict)
-    misses: dict[str, int] = field(default_factory=dict)
-
-    def count(self, key: str, *, hit: bool) -> None:
-        namespace = namespace_of(key)
-        counts = self.hits if hit else self.misses
-        with self.lock:
-            counts[namespace] = counts.get(namespace, 0) + 1
-        if logger.isEnabledFor(logging.DEBUG):
-            logger.debug("Cache %s: %s", "hit" if hit else "miss", key)
-
-    def snapshot(self) -> dict[str, dict[str, float]]:
-        with self.lock:
-            hits, misses = dict(self.hits), dict(self.misses)
-        stats = {}
-        for namespace in sorted(set(hits) | set(misses)):
-            h, m = hits.get(namespace, 0), misses.get(namespace, 0)
-            stats[namespace] = {
-                "hits": h,
-                "misses": m,
-                "hit_rate": round(h / (h + m), 4) if h + m else 0.0,
-            }
-        return stats
-
-    def reset(self) -> None:
-        with self.lock:
-            self.hits.clear()
-            self.misses.clear()
-
-
-@dataclass
-class Fetched:
-    value: Any
-    hit: bool
-
-
-class StoreHook(Protocol):
-    """How ``fetch`` stores a computed value when compare-and-set is not enough.
-
-    ``begin(client)`` runs right before computing; what it returns is passed
-    as ``seen`` to ``prepare(pipe, value, seen)``, which runs under WATCH of
-    ``keys`` (``pipe`` executes at once) and returns the value to store and
-    serve with the commands to queue beside it, or None not to store.
-    """
-
-    keys: Sequence[str]
-
-    def begin(self, client: redis.Redis) -> Any: ...
-
-    def prepare(
-        self, pipe: redis.client.Pipeline, value: Any, seen: Any
-    ) -> tuple[Any, Queue] | None: ...
-
-
-class CacheService:
+class CacheService(ReadThrough):
     """get / set / delete / reset, plus get_or_set with stampede protection."""
 
     def __init__(self, alias: str = "default") -> None:
         self.alias = alias
-        self.counters = _Counters()
+        self.counters = Counters()
         self._state_lock = threading.Lock()
         self._down_until = 0.0
         self._last_error_log = -float("inf")
@@ -224,8 +92,8 @@ class CacheService:
     def _failed(self, exc: Exception) -> None:
         now = time.monotonic()
         with self._state_lock:
-            self._down_until = now + _setting("CACHE_RETRY_AFTER_SECONDS", 1.0)
-            interval = _setting("CACHE_ERROR_LOG_INTERVAL_SECONDS", 60.0)
+            self._down_until = now + setting_or("CACHE_RETRY_AFTER_SECONDS", 1.0)
+            interval = setting_or("CACHE_ERROR_LOG_INTERVAL_SECONDS", 60.0)
             should_log = now - self._last_error_log >= interval
             if should_log:
                 self._last_error_log = now
@@ -279,9 +147,9 @@ class CacheService:
         try:
             value = decode(self._call(lambda c: c.get(key)))
         except CacheUnavailable:
-            value = _MISSING
-        self.counters.count(key, hit=value is not _MISSING)
-        return default if value is _MISSING else value
+            value = MISSING
+        self.counters.count(key, hit=value is not MISSING)
+        return default if value is MISSING else value
 
     def set(self, key: str, value: Any, ttl: int | str | None = None) -> bool:
         data = encode(value)
@@ -347,7 +215,7 @@ class CacheService:
     def _write_invalidations(self, client: redis.Redis, work: dict[str, str]) -> None:
         if not work:
             return
-        tombstone_ms = int(_setting("CACHE_TOMBSTONE_SECONDS", 60) * 1000)
+        tombstone_ms = int(setting_or("CACHE_TOMBSTONE_SECONDS", 60) * 1000)
         pipe = client.pipeline(transaction=False)
         for key, kind in work.items():
             if kind == "version":
@@ -367,9 +235,9 @@ class CacheService:
         try:
             _, value, _ = self._read(key, version_key)
         except CacheUnavailable:
-            value = _MISSING
-        self.counters.count(key, hit=value is not _MISSING)
-        return default if value is _MISSING else value
+            value = MISSING
+        self.counters.count(key, hit=value is not MISSING)
+        return default if value is MISSING else value
 
     def set_versioned(
         self,
@@ -425,7 +293,7 @@ class CacheService:
 
         def attempt(client: redis.Redis) -> None:
             with client.pipeline(transaction=True) as pipe:
-                for _ in range(_WATCH_ATTEMPTS):
+                for _ in range(WATCH_ATTEMPTS):
                     try:
                         pipe.watch(key, *watch)
                         envelope = decode(pipe.get(key))
@@ -452,171 +320,6 @@ class CacheService:
             raise CacheUnavailable(f"{key} kept changing")
 
         self._call(attempt)
-
-    # --- read-through with stampede protection ---------------------------
-    def get_or_set(
-        self,
-        key: str,
-        compute: Callable[[], Any],
-        ttl: int | str | None = None,
-        *,
-        version_key: str | None = None,
-    ) -> Any:
-        return self.fetch(key, compute, ttl, version_key=version_key).value
-
-    def fetch(
-        self,
-        key: str,
-        compute: Callable[[], Any],
-        ttl: int | str | None = None,
-        *,
-        version_key: str | None = None,
-        store_hook: StoreHook | None = None,
-    ) -> Fetched:
-        """The cached value of ``key``, computing and storing it on a miss.
-
-        With ``version_key``, a value counts only if it was stored under the
-        version that key holds now. With ``store_hook``, the hook decides what
-        is stored (see StoreHook).
-        """
-        try:
-            raw, value, version = self._read(key, version_key)
-        except CacheUnavailable:
-            self.counters.count(key, hit=False)
-            return Fetched(compute(), hit=False)
-        if value is not _MISSING:
-            self.counters.count(key, hit=True)
-            return Fetched(value, hit=True)
-
-        lock_key = f"lock:{key}"
-        token = uuid.uuid4().hex
-        lock_ms = int(_setting("CACHE_LOCK_SECONDS", 10) * 1000)
-        deadline = time.monotonic() + lock_ms / 1000
-        while True:
-            try:
-                locked = self._call(
-                    lambda c: c.set(lock_key, token, nx=True, px=lock_ms)
-                )
-                if locked:
-                    # Double-check: the previous holder may have stored the
-                    # value since our last read.
-                    try:
-                        raw, value, version = self._read(key, version_key)
-                    except CacheUnavailable:
-                        self._unlock(lock_key, token)
-                        raise
-                    if value is not _MISSING:
-                        self._unlock(lock_key, token)
-                        self.counters.count(key, hit=True)
-                        return Fetched(value, hit=True)
-                    return self._compute_and_store(
-                        key, compute, ttl, raw, version, lock_key, token, store_hook
-                    )
-                time.sleep(random.uniform(0.005, 0.02))
-                raw, value, version = self._read(key, version_key)
-                if value is not _MISSING:
-                    self.counters.count(key, hit=True)
-                    return Fetched(value, hit=True)
-            except CacheBusy:
-                time.sleep(random.uniform(0.005, 0.02))
-            except CacheUnavailable:
-                break
-            if time.monotonic() >= deadline:
-                break
-        self.counters.count(key, hit=False)
-        return Fetched(compute(), hit=False)
-
-    def _read(self, key: str, version_key: str | None) -> tuple[bytes | None, Any, Any]:
-        """(raw bytes, decoded value or _MISSING, current version)."""
-        if version_key is None:
-            raw = self._call(lambda c: c.get(key))
-            return raw, decode(raw), None
-        raw, current = self._call(lambda c: c.mget(key, version_key))
-        if current is None:
-            fresh = uuid.uuid4().hex.encode()
-            self._call(lambda c: c.set(version_key, fresh, nx=True))
-            current = self._call(lambda c: c.get(version_key)) or fresh
-        envelope = decode(raw)
-        current = current.decode()
-        if (
-            envelope is _MISSING
-            or not isinstance(envelope, dict)
-            or envelope.get("version") != current
-        ):
-            return raw, _MISSING, current
-        return raw, envelope["value"], current
-
-    def _compute_and_store(
-        self, key, compute, ttl, raw, version, lock_key, token, store_hook=None
-    ):
-        self.counters.count(key, hit=False)
-        try:
-            seen = None
-            if store_hook is not None:
-                try:
-                    seen = self._call(store_hook.begin)
-                except CacheUnavailable:
-                    return Fetched(compute(), hit=False)
-            value = compute()
-            ttl_ms = ttl_for(ttl) * 1000
-            try:
-                if store_hook is not None:
-                    value = self._call(
-                        lambda c: self._store_guarded(
-                            c, key, raw, version, value, ttl_ms, store_hook, seen
-                        )
-                    )
-                else:
-                    stored = (
-                        value
-                        if version is None
-                        else {"version": version, "value": value}
-                    )
-                    data = encode(stored)
-                    self._call(
-                        lambda c: c.eval(_CAS_SET, 1, key, raw or b"", data, ttl_ms)
-                    )
-            except CacheUnavailable:
-                pass
-            return Fetched(value, hit=False)
-        finally:
-            self._unlock(lock_key, token)
-
-    @staticmethod
-    def _store_guarded(client, key, raw, version, value, ttl_ms, hook, seen) -> Any:
-        """Store as the hook prepares it, only while ``key`` still holds ``raw``
-        (compare-and-set under WATCH). Returns the value to serve."""
-        with client.pipeline(transaction=True) as pipe:
-            for _ in range(_WATCH_ATTEMPTS):
-                try:
-                    pipe.watch(key, *hook.keys)
-                    if pipe.get(key) != raw:
-                        pipe.unwatch()
-                        return value
-                    prepared = hook.prepare(pipe, value, seen)
-                    if prepared is None:
-                        pipe.unwatch()
-                        return value
-                    final, queue = prepared
-                    stored = (
-                        final
-                        if version is None
-                        else {"version": version, "value": final}
-                    )
-                    pipe.multi()
-                    pipe.set(key, encode(stored), px=ttl_ms)
-                    queue(pipe)
-                    pipe.execute()
-                    return final
-                except redis.WatchError:
-                    continue
-        return value
-
-    def _unlock(self, lock_key: str, token: str) -> None:
-        try:
-            self._call(lambda c: c.eval(_UNLOCK, 1, lock_key, token))
-        except CacheUnavailable:
-            pass
 
 
 cache_service = CacheService()

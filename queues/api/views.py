@@ -19,12 +19,8 @@ from queues.api.serializers import (
     TestRequestSerializer,
 )
 from queues.definitions import QueueSpec, UnknownQueue, queue_spec
-from queues.selectors import (
-    health_report,
-    job_data_for_display,
-    job_detail,
-    queue_stats,
-)
+from queues.health import health_report
+from queues.selectors import job_data_for_display, job_detail, queue_stats
 
 
 def spec_or_404(name: str) -> QueueSpec:
