@@ -31,18 +31,16 @@ values in place instead, with an exact delta, so the dashboards stay hits:
 
 import functools
 import itertools
-import json
 import logging
 import uuid
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import redis
 from django.db import connection, transaction
 
+from bookings.dashboard_changes import BookingChange, BookingState, change_applied
 from bookings.models import Booking, Salon
-from bookings.selectors import booking_figures, dashboard_snapshot
+from bookings.selectors import dashboard_snapshot
 from saas.cache import cache_service
 from saas.cache_values import CacheUnavailable, Fetched, Queue, ttl_for
 from saas.tenancy import salons_for
@@ -55,7 +53,6 @@ SALON_TTL = "SALON_CACHE_TTL_SECONDS"
 #: reader that finds some of those it needs dropped does not store its value.
 DASHBOARD_WRITES_KEPT = 1000
 DASHBOARD_WRITES_TTL_SECONDS = 600
-_BOOKING_FIGURES = ("bookings_total", "bookings_today", "bookings_upcoming")
 
 
 def dashboard_key(user_id, salon_id=None) -> str:
@@ -99,95 +96,6 @@ def _dashboard_scope(user) -> str:
     return "staff" if user.is_staff else "owner"
 
 
-# --- booking changes -------------------------------------------------------------
-@dataclass(frozen=True)
-class BookingState:
-    """What of a booking the dashboard counts."""
-
-    salon_id: str
-    start_at: datetime
-    status: str
-
-    @classmethod
-    def of(cls, booking: Booking) -> "BookingState":
-        return cls(str(booking.salon_id), booking.start_at, booking.status)
-
-
-@dataclass(frozen=True)
-class BookingChange:
-    """One booking's change by one committed transaction."""
-
-    id: str  # unique: the xid and a per-process sequence number
-    xid: int
-    salon_id: str
-    owner_id: int | None
-    before: BookingState | None  # None: created
-    after: BookingState
-
-    def to_json(self) -> str:
-        def state(s: BookingState | None):
-            return None if s is None else [s.start_at.isoformat(), s.status]
-
-        return json.dumps(
-            {
-                "id": self.id,
-                "xid": self.xid,
-                "salon": self.salon_id,
-                "before": state(self.before),
-                "after": state(self.after),
-            },
-            separators=(",", ":"),
-        )
-
-    @classmethod
-    def from_json(cls, raw: bytes | str) -> "BookingChange":
-        data = json.loads(raw)
-
-        def state(s) -> BookingState | None:
-            if s is None:
-                return None
-            return BookingState(data["salon"], datetime.fromisoformat(s[0]), s[1])
-
-        return cls(
-            data["id"],
-            data["xid"],
-            data["salon"],
-            None,
-            state(data["before"]),
-            state(data["after"]),
-        )
-
-
-def snapshot_sees(snapshot: str, xid: int) -> bool:
-    """Whether a transaction committed before ``xid`` finished is visible in a
-    ``pg_current_snapshot()`` text (``xmin:xmax:xip,...``)."""
-    xmin, xmax, xip = snapshot.split(":")
-    if xid < int(xmin):
-        return True
-    return xid < int(xmax) and str(xid) not in xip.split(",")
-
-
-def _patched(value: dict[str, Any], change: BookingChange, zone: str) -> dict | None:
-    """``value`` with ``change`` applied, or None when it has it already."""
-    if snapshot_sees(value["snapshot"], change.xid) or change.id in value["patched"]:
-        return None
-    stats = dict(value["stats"])
-    by_status = dict(stats["bookings_by_status"])
-    now = datetime.fromisoformat(stats["generated_at"])
-    for sign, state in ((-1, change.before), (1, change.after)):
-        if state is None:
-            continue
-        figures = booking_figures(
-            start_at=state.start_at, status=state.status, now=now, zone=zone
-        )
-        for name in _BOOKING_FIGURES:
-            stats[name] += sign * figures[name]
-        for status, n in figures["bookings_by_status"].items():
-            by_status[status] = by_status.get(status, 0) + sign * n
-    stats["bookings_by_status"] = by_status
-    return {**value, "stats": stats, "patched": [*value["patched"], change.id]}
-
-
 # --- reads -----------------------------------------------------------------------
 # A scope's sequence of announced changes; a lost (evicted, flushed) one restarts
 # from the clock in microseconds, far past any number a reader computing holds.
@@ -228,7 +136,9 @@ class _DashboardStore:
                 change = BookingChange.from_json(raw)
                 if change.salon_id not in zones:
                     return None  # a salon it does not know (created since)
-                stored = _patched(stored, change, zones[change.salon_id]) or stored
+                stored = (
+                    change_applied(stored, change, zones[change.salon_id]) or stored
+                )
 
         ttl = ttl_for(DASHBOARD_TTL) * 2
 
@@ -341,21 +251,6 @@ def dashboard_cache_invalidate_salon(*, salon_id, owner_id: int | None = None) -
 
 
 _change_numbers = itertools.count()
-_TRACKED = "_dashboard_before"
-
-
-def dashboard_track(booking: Booking, *, before: BookingState | None) -> None:
-    """Its next save is a change from ``before`` (as this transaction locked it;
-    None for a new booking): the save's signal patches the cached dashboards
-    after commit instead of invalidating them."""
-    booking.__dict__[_TRACKED] = before
-
-
-def dashboard_tracked(booking: Booking) -> tuple[bool, BookingState | None]:
-    """(tracked, before), forgetting it: one save uses it once."""
-    if _TRACKED not in booking.__dict__:
-        return False, None
-    return True, booking.__dict__.pop(_TRACKED)
 
 
 def dashboard_cache_patch_on_commit(
@@ -460,7 +355,7 @@ def _dashboard_patch(change: BookingChange) -> bool:
             if value.get("snapshot") is None:
                 exact = False
                 return None, None
-            return _patched(value, change, zone), None
+            return change_applied(value, change, zone), None
 
         cache_service.update_versioned(key, patch, watch=[registry])
     return exact

@@ -2,6 +2,7 @@
 (scheduling, dispatching) and bookings/reminder_sending.py (sending)."""
 
 import logging
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -10,7 +11,8 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from bookings.cache import BookingState, dashboard_track
+from bookings.cache import dashboard_cache_patch_on_commit
+from bookings.dashboard_changes import BookingState
 from bookings.models import Booking, Salon
 from bookings.reminders import reminders_close, reminders_sync
 from notifications.services import email_enqueue
@@ -133,14 +135,22 @@ def _booking_mail(booking: Booking, template: str) -> None:
         )
 
 
-def _booking_save(booking: Booking, *, before: BookingState | None, **kwargs) -> None:
-    """Save a change from ``before`` (None: new); after commit the cached
-    dashboards are patched with it rather than invalidated (bookings/cache.py)."""
-    dashboard_track(booking, before=before)
-    try:
-        booking.save(**kwargs)
-    finally:
-        booking.__dict__.pop("_dashboard_before", None)
+def _booking_write(
+    booking: Booking, *, before: BookingState | None, fields: Sequence[str] = ()
+) -> None:
+    """Write a change from ``before`` (None: a new booking; else ``fields``)
+    and have the cached dashboards patched with it after commit. Written
+    without post_save, whose receiver would invalidate them instead (it is for
+    the writes that bypass these services)."""
+    if before is None:
+        Booking.objects.bulk_create([booking])
+    else:
+        booking.updated_at = timezone.now()
+        Booking.objects.filter(pk=booking.pk).update(
+            **{name: getattr(booking, name) for name in [*fields, "updated_at"]}
+        )
+    owner_id = booking.salon.owner_id if Booking.salon.is_cached(booking) else None
+    dashboard_cache_patch_on_commit(booking=booking, before=before, owner_id=owner_id)
 
 
 def booking_check(booking: Booking, *, start_changed: bool) -> None:
@@ -181,7 +191,7 @@ def booking_create(
     )
     booking_check(booking, start_changed=True)
     booking.full_clean()
-    _booking_save(booking, before=None)
+    _booking_write(booking, before=None)
     reminders_sync(booking=booking)
     if booking.is_active:
         _booking_mail(booking, "booking_confirmation")
@@ -206,9 +216,7 @@ def booking_update(*, booking: Booking, data: dict[str, Any]) -> Booking:
     booking_check(booking, start_changed=start_changed)
     booking.full_clean()
     # metadata is the reminders' to write; never save a stale copy over it.
-    _booking_save(
-        booking, before=before, update_fields=[*BOOKING_EDITABLE_FIELDS, "updated_at"]
-    )
+    _booking_write(booking, before=before, fields=BOOKING_EDITABLE_FIELDS)
     if not booking.is_active:
         reminders_close(booking=booking, reason=f"booking {booking.status}")
     elif start_changed or not was_active:
@@ -226,7 +234,7 @@ def booking_cancel(*, booking: Booking) -> Booking:
         raise ValidationError({"status": "A completed booking cannot be cancelled."})
     before = BookingState.of(booking)
     booking.status = Booking.Status.CANCELLED
-    _booking_save(booking, before=before, update_fields=["status", "updated_at"])
+    _booking_write(booking, before=before, fields=["status"])
     reminders_close(booking=booking, reason="booking cancelled")
     _booking_mail(booking, "booking_cancelled")
     return booking

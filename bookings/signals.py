@@ -19,15 +19,10 @@ def bookings_changed_on_commit(salon_id) -> None:
 # --- Receivers (connected in BookingsConfig.ready): they only invalidate caches,
 # after commit, so a rolled-back write invalidates nothing.
 def invalidate_for_booking(sender, instance, **kwargs) -> None:
-    """A save the booking services tracked patches the dashboards in place;
-    any other save or delete invalidates them."""
-    from bookings.cache import (
-        dashboard_cache_invalidate_salon,
-        dashboard_cache_patch_on_commit,
-        dashboard_tracked,
-    )
+    """A save or delete that bypassed the booking services (which patch the
+    dashboards in place themselves) invalidates them."""
+    from bookings.cache import dashboard_cache_invalidate_salon
 
-    tracked, before = dashboard_tracked(instance)
     salon_id = instance.salon_id
     # The salon the row had when this instance read or last saved it.
     stored_salon_id = instance.__dict__.get("_stored_salon_id", salon_id)
@@ -35,11 +30,6 @@ def invalidate_for_booking(sender, instance, **kwargs) -> None:
     owner_id = None
     if type(instance).salon.is_cached(instance):
         owner_id = instance.salon.owner_id
-    if tracked and "created" in kwargs:  # post_save
-        dashboard_cache_patch_on_commit(
-            booking=instance, before=before, owner_id=owner_id
-        )
-        return
 
     def invalidate() -> None:
         dashboard_cache_invalidate_salon(salon_id=salon_id, owner_id=owner_id)
