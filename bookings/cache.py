@@ -1,11 +1,10 @@
 """Cache keys owned by bookings: the dashboard and salons.
 
-The dashboard's keys are ``dashboard:stats:{userId}:{salonId?}``. Its viewers
+The dashboard's keys are ``dashboard:stats:{userId}:{salonId?}``; its viewers
 (the owner, every staff member, per salon and over all salons) cannot be listed
 cheaply, so most writes do not delete their keys: they give new versions to the
 three version keys their values are tagged with (the salon's, its owner's, and
 the global one staff's all-salons view uses). O(1) per write, no KEYS or SCAN.
-
 Booking writes through the services (create, update, cancel) patch the cached
 values in place instead, with an exact delta, so the dashboards stay hits:
 
@@ -17,9 +16,9 @@ values in place instead, with an exact delta, so the dashboards stay hits:
 - After commit, a booking change (its transaction's xid, the booking's state
   before and after) is first announced in ``dashboard:writes:{scope}`` (a
   sequence and a sorted set per version scope), then applied to each registered
-  value whose snapshot does not see the xid and that has not applied it yet:
-  ``booking_figures(after) - booking_figures(before)`` at the value's own
-  ``generated_at``, under WATCH/MULTI. The value keeps its version tag and TTL.
+  value whose snapshot does not see the xid and that has not applied it yet,
+  under WATCH/MULTI (bookings/dashboard_changes.py). The value keeps its
+  version tag and TTL.
 - A reader stores its value under WATCH of its scope's sequence, after applying
   the changes announced since it started computing that its snapshot does not
   see: a change that commits while a value is being computed is in the value

@@ -180,3 +180,11 @@ def queue_task_options(spec: QueueSpec, **extra) -> dict:
     }
     options.update(extra)
     return options
+
+
+def queue_page_prefix(dashboard_path: str) -> str | None:
+    """QUEUE_DASHBOARD_PATH inside the admin site ("/admin/queues" -> "queues/"),
+    or None if it is not under /admin/: the page lives in the admin (its login,
+    its look), and system check saas.E002 refuses such a path."""
+    head, _, rest = dashboard_path.strip("/").partition("/")
+    return f"{rest}/" if head == "admin" and rest else None

@@ -7,6 +7,8 @@ import redis
 from django.conf import settings
 from django.core import checks
 
+from queues.definitions import queue_page_prefix
+
 logger = logging.getLogger(__name__)
 
 NO_EVICTION = "noeviction"
@@ -62,8 +64,6 @@ def check_broker_eviction_policy(
 @checks.register(checks.Tags.urls)
 def check_queue_dashboard_path(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
     """The queue page lives in the admin site (its login, its look)."""
-    from queues.admin import queue_page_prefix
-
     if not settings.QUEUE_DASHBOARD_ENABLED or queue_page_prefix(
         settings.QUEUE_DASHBOARD_PATH
     ):

@@ -4,14 +4,15 @@ A user sees the salons they own and what belongs to them; staff see all.
 Anything else is a 404, never a 403 that would confirm it exists.
 """
 
+from django.apps import apps
 from django.db.models import QuerySet
 from rest_framework import serializers
 
-from bookings.models import Salon
 
-
-def salons_for(user) -> QuerySet[Salon]:
-    salons = Salon.objects.all()
+def salons_for(user) -> QuerySet:
+    """The salons ``user`` may see (the model is bookings', found by its name:
+    this module is below the apps)."""
+    salons = apps.get_model("bookings", "Salon").objects.all()
     if user.is_staff:
         return salons
     return salons.filter(owner=user)

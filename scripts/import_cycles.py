@@ -77,12 +77,13 @@ def imports(path: Path, name: str, mods: dict[str, Path]) -> dict[str, set[str]]
 #: 1: saas and queues; 2: the domain apps; 3: HTTP, admin, commands, the facade.
 DOMAIN_APPS = {"bookings", "messaging", "notifications"}
 TOP_MODULES = {"saas.urls", "queues.facade"}
-TOP_PARTS = {"api", "admin", "management"}
+TOP_PARTS = {"api", "management"}
 
 
 def layer(module: str) -> int:
     parts = module.split(".")
-    if module in TOP_MODULES or TOP_PARTS & set(parts[1:]):
+    top = any(p in TOP_PARTS or p.startswith("admin") for p in parts[1:])
+    if module in TOP_MODULES or top:
         return 3
     if parts[0] in DOMAIN_APPS:
         return 2

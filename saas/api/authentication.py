@@ -13,8 +13,6 @@ changes apply to the next request; writes that bypass the signals (queryset
 ``update()``) are bounded by the TTL.
 """
 
-from django.contrib.auth import get_user_model
-from django.db import transaction
 from django.utils.translation import gettext_lazy as _
 from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme
 from rest_framework.exceptions import AuthenticationFailed
@@ -23,33 +21,7 @@ from rest_framework_simplejwt.exceptions import InvalidToken
 from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.utils import get_md5_hash_password
 
-from saas.cache import cache_service
-
-USER_TTL = "USER_CACHE_TTL_SECONDS"
-
-
-def user_key(user_id) -> str:
-    return f"user:{user_id}"
-
-
-def user_cached(user_id):
-    """The user with this id (password deferred), or None if there is none."""
-
-    def load():
-        return (
-            get_user_model()
-            .objects.defer("password")
-            .filter(**{api_settings.USER_ID_FIELD: user_id})
-            .first()
-        )
-
-    return cache_service.get_or_set(user_key(user_id), load, USER_TTL)
-
-
-def user_cache_invalidate_on_commit(sender, instance, **kwargs) -> None:
-    """post_save / post_delete of the user model (connected in SaasConfig)."""
-    key = user_key(getattr(instance, api_settings.USER_ID_FIELD))
-    transaction.on_commit(lambda: cache_service.invalidate(key), robust=True)
+from saas.user_cache import user_cached
 
 
 class CachedUserJWTAuthentication(JWTAuthentication):

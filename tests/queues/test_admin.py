@@ -207,7 +207,8 @@ def test_admin_index_links_to_the_queue_page(staff):
 def test_queue_dashboard_path_places_the_page_inside_the_admin(path, prefix):
     from django.test import override_settings
 
-    from queues.admin import queue_admin_urls, queue_page_prefix
+    from queues.admin_views import queue_admin_urls
+    from queues.definitions import queue_page_prefix
     from saas.checks import check_queue_dashboard_path
 
     assert queue_page_prefix(path) == prefix

@@ -6,8 +6,8 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from saas.api.authentication import user_cached, user_key
 from saas.redis import cache_redis
+from saas.user_cache import user_cached, user_key
 from tests.conftest import client_for
 from tests.factories import SalonFactory
 
