@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format check-deploy clean
+.PHONY: run test lint imports format check-deploy clean
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,11 +17,15 @@ run: $(STAMP)
 	./scripts/run.sh
 
 ## test: the whole suite on PostgreSQL and Redis with real Celery workers
-test: $(STAMP)
+test: $(STAMP) imports
 	./scripts/test.sh $(ARGS)
 
-lint: $(STAMP)
+## lint: ruff, and the import graph (no cycle, no upward import, no long module)
+lint: $(STAMP) imports
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+imports:
+	$(PYTHON) scripts/import_cycles.py
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format . && $(VENV)/bin/ruff check --fix .

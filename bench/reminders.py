@@ -162,25 +162,15 @@ def start_worker(concurrency: int, log_path: Path) -> subprocess.Popen:
         "CONN_MAX_AGE": "3600",
     }
     log = open(log_path, "wb")
+    from queues.workers import worker_argv
+
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "saas",
-            "worker",
-            "-Q",
-            "booking:reminder",
-            "-c",
-            str(concurrency),
-            "-n",
-            "bench-reminder@%h",
-            "--without-gossip",
-            "--without-mingle",
-            "-l",
-            "INFO",
-        ],
+        worker_argv(
+            ["booking:reminder"],
+            name="bench-reminder",
+            concurrency=concurrency,
+            pool="prefork",
+        ),
         cwd=ROOT,
         env=env,
         stdout=log,

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import redis
 
+from queues.workers import worker_argv
 from tests.utils import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -102,26 +103,8 @@ class CeleryWorker(ManagedProcess):
 def celery_worker_args(
     queues: list[str], *, name: str, concurrency: int = 1, pool: str = "prefork"
 ) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "saas",
-        "worker",
-        "-Q",
-        ",".join(queues),
-        "-n",
-        f"{name}@%h",
-        "-c",
-        str(concurrency),
-        "-P",
-        pool,
-        "--without-gossip",
-        "--without-mingle",
-        "-l",
-        "INFO",
-    ]
+    """The worker command line the product runs (queues/workers.py)."""
+    return worker_argv(queues, name=name, concurrency=concurrency, pool=pool)
 
 
 def celery_beat_args() -> list[str]:
