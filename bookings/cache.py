@@ -1,4 +1,4 @@
-"""Cache keys owned by bookings: the dashboard and salons.
+"""The dashboard's cache (``salon:{id}`` is bookings/salon_cache.py).
 
 The dashboard's keys are ``dashboard:stats:{userId}:{salonId?}``; its viewers
 (the owner, every staff member, per salon and over all salons) cannot be listed
@@ -47,7 +47,6 @@ from saas.tenancy import salons_for
 logger = logging.getLogger(__name__)
 
 DASHBOARD_TTL = "DASHBOARD_CACHE_TTL_SECONDS"
-SALON_TTL = "SALON_CACHE_TTL_SECONDS"
 #: Changes each dashboard:writes:{scope} keeps for readers still computing; a
 #: reader that finds some of those it needs dropped does not store its value.
 DASHBOARD_WRITES_KEPT = 1000
@@ -358,43 +357,3 @@ def _dashboard_patch(change: BookingChange) -> bool:
 
         cache_service.update_versioned(key, patch, watch=[registry])
     return exact
-
-
-# --- salon:{id} -----------------------------------------------------------------
-def salon_key(salon_id) -> str:
-    return f"salon:{salon_id}"
-
-
-def _salon_data(salon: Salon) -> dict[str, Any]:
-    return {
-        "id": str(salon.pk),
-        "owner_id": salon.owner_id,
-        "name": salon.name,
-        "whatsapp_phone_number_id": salon.whatsapp_phone_number_id,
-        "timezone": salon.timezone,
-        "language": salon.language,
-        "email": salon.email,
-        "updated_at": salon.updated_at.isoformat(),
-    }
-
-
-def salon_cached(salon_id) -> dict[str, Any] | None:
-    """The salon's fields as plain JSON, read through ``salon:{id}``."""
-
-    def load() -> dict[str, Any] | None:
-        salon = Salon.objects.filter(pk=salon_id).first()
-        return _salon_data(salon) if salon else None
-
-    return cache_service.get_or_set(salon_key(salon_id), load, SALON_TTL)
-
-
-def salon_cache_get(salon_id) -> dict[str, Any] | None:
-    return cache_service.get(salon_key(salon_id))
-
-
-def salon_cache_set(salon: Salon) -> None:
-    cache_service.set(salon_key(salon.pk), _salon_data(salon), SALON_TTL)
-
-
-def salon_cache_invalidate(salon_id) -> None:
-    cache_service.invalidate(salon_key(salon_id))

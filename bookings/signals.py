@@ -40,7 +40,8 @@ def invalidate_for_booking(sender, instance, **kwargs) -> None:
 
 
 def invalidate_for_salon(sender, instance, **kwargs) -> None:
-    from bookings.cache import dashboard_cache_invalidate_salon, salon_cache_invalidate
+    from bookings.cache import dashboard_cache_invalidate_salon
+    from bookings.salon_cache import salon_cache_invalidate
 
     salon_id, owner_id = instance.pk, instance.owner_id
 

@@ -1,12 +1,23 @@
-"""Cache keys owned by messaging: ``template:{id}`` and ``conversation:{id}``."""
+"""Cache keys owned by messaging: ``template:{id}`` and ``conversation:{id}``,
+read on the API's retrieve of each; who may see one is its salon's owner
+(``salon:{id}``) and staff."""
 
+from datetime import datetime
 from typing import Any
+from uuid import UUID
 
+from bookings.salon_cache import salon_owner_id_cached
 from messaging.models import Conversation, MessageTemplate
 from saas.cache import cache_service
+from saas.tenancy import may_see_salon_of
 
 TEMPLATE_TTL = "TEMPLATE_CACHE_TTL_SECONDS"
 CONVERSATION_TTL = "CONVERSATION_CACHE_TTL_SECONDS"
+#: What a stored value holds; one stored without them is computed again.
+TEMPLATE_FIELDS = ("id", "salon_id", "name", "language", "category", "body")
+TEMPLATE_FIELDS += ("status", "created_at", "updated_at")
+CONVERSATION_FIELDS = ("id", "salon_id", "customer_wa_id", "customer_name")
+CONVERSATION_FIELDS += ("customer_user_id", "last_message_at", "last_inbound_at")
 
 
 def template_key(template_id) -> str:
@@ -30,6 +41,7 @@ def _template_data(template: MessageTemplate) -> dict[str, Any]:
         "category": template.category,
         "body": template.body,
         "status": template.status,
+        "created_at": _iso(template.created_at),
         "updated_at": _iso(template.updated_at),
     }
 
@@ -53,7 +65,9 @@ def template_cached(template_id) -> dict[str, Any] | None:
         template = MessageTemplate.objects.filter(pk=template_id).first()
         return _template_data(template) if template else None
 
-    return cache_service.get_or_set(template_key(template_id), load, TEMPLATE_TTL)
+    return cache_service.get_or_set_with(
+        template_key(template_id), load, TEMPLATE_TTL, fields=TEMPLATE_FIELDS
+    )
 
 
 def template_cache_get(template_id) -> dict[str, Any] | None:
@@ -75,8 +89,11 @@ def conversation_cached(conversation_id) -> dict[str, Any] | None:
         conversation = Conversation.objects.filter(pk=conversation_id).first()
         return _conversation_data(conversation) if conversation else None
 
-    return cache_service.get_or_set(
-        conversation_key(conversation_id), load, CONVERSATION_TTL
+    return cache_service.get_or_set_with(
+        conversation_key(conversation_id),
+        load,
+        CONVERSATION_TTL,
+        fields=CONVERSATION_FIELDS,
     )
 
 
@@ -94,3 +111,46 @@ def conversation_cache_set(conversation: Conversation) -> None:
 
 def conversation_cache_invalidate(*conversation_ids) -> None:
     cache_service.invalidate(*(conversation_key(pk) for pk in conversation_ids))
+
+
+def _time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def _visible(user, data: dict[str, Any] | None) -> bool:
+    if data is None:
+        return False
+    if user.is_staff:
+        return True
+    owner_id = salon_owner_id_cached(data["salon_id"])
+    return may_see_salon_of(user, owner_id=owner_id)
+
+
+def template_cached_for(*, user, template_id) -> MessageTemplate | None:
+    """The template as the API shows it, from the cache without SQL once
+    cached; None if there is none or ``user`` may not see it."""
+    data = template_cached(template_id)
+    if not _visible(user, data):
+        return None
+    return MessageTemplate(
+        **{name: data[name] for name in TEMPLATE_FIELDS[2:7]},
+        id=UUID(data["id"]),
+        salon_id=UUID(data["salon_id"]),
+        created_at=_time(data["created_at"]),
+        updated_at=_time(data["updated_at"]),
+    )
+
+
+def conversation_cached_for(*, user, conversation_id) -> Conversation | None:
+    """The conversation as the API shows it, from the cache without SQL once
+    cached; None if there is none or ``user`` may not see it."""
+    data = conversation_cached(conversation_id)
+    if not _visible(user, data):
+        return None
+    return Conversation(
+        **{name: data[name] for name in CONVERSATION_FIELDS[2:5]},
+        id=UUID(data["id"]),
+        salon_id=UUID(data["salon_id"]),
+        last_message_at=_time(data["last_message_at"]),
+        last_inbound_at=_time(data["last_inbound_at"]),
+    )

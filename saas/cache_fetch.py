@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import redis
@@ -61,6 +61,22 @@ class ReadThrough:
         version_key: str | None = None,
     ) -> Any:
         return self.fetch(key, compute, ttl, version_key=version_key).value
+
+    def get_or_set_with(
+        self,
+        key: str,
+        compute: Callable[[], Any],
+        ttl: int | str | None = None,
+        *,
+        fields: Iterable[str],
+    ) -> Any:
+        """get_or_set of a dict that must hold ``fields``: a value stored by an
+        older version without them is computed again, and replaces it."""
+        value = self.get_or_set(key, compute, ttl)
+        if isinstance(value, dict) and not set(fields) <= value.keys():
+            self.delete(key)
+            value = self.get_or_set(key, compute, ttl)
+        return value
 
     def fetch(
         self,

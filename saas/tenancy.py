@@ -9,6 +9,12 @@ from django.db.models import QuerySet
 from rest_framework import serializers
 
 
+def may_see_salon_of(user, *, owner_id) -> bool:
+    """The rule itself, for a salon already read (from a cache): its owner and
+    staff see it."""
+    return user.is_staff or (owner_id is not None and owner_id == user.pk)
+
+
 def salons_for(user) -> QuerySet:
     """The salons ``user`` may see (the model is bookings', found by its name:
     this module is below the apps)."""

@@ -13,6 +13,7 @@ from bookings.api.serializers import (
 )
 from bookings.cache import dashboard_stats_cached
 from bookings.models import Booking
+from bookings.salon_cache import salon_cached_for
 from saas.api.params import choice_query_param, uuid_query_param
 
 
@@ -22,6 +23,13 @@ class SalonViewSet(viewsets.ModelViewSet):
 
     def get_queryset(self):
         return selectors.salon_list(user=self.request.user)
+
+    def retrieve(self, request, *args, **kwargs):
+        """Served from ``salon:{id}`` once cached (the seed's read cache)."""
+        salon = salon_cached_for(user=request.user, salon_id=kwargs["pk"])
+        if salon is None:
+            return super().retrieve(request, *args, **kwargs)
+        return Response(self.get_serializer(salon).data)
 
     def perform_create(self, serializer):
         serializer.instance = services.salon_create(

@@ -20,6 +20,7 @@ from messaging.api.serializers import (
     TemplateSerializer,
     TemplateUpdateSerializer,
 )
+from messaging.cache import conversation_cached_for, template_cached_for
 from messaging.whatsapp import signature_matches
 from saas.api.params import uuid_query_param
 
@@ -38,6 +39,15 @@ class ConversationViewSet(viewsets.ReadOnlyModelViewSet):
             uuid_query_param(self.request, "salon") if self.action == "list" else None
         )
         return selectors.conversation_list(user=self.request.user, salon_id=salon_id)
+
+    def retrieve(self, request, *args, **kwargs):
+        """Served from ``conversation:{id}`` once cached (the seed's read cache)."""
+        conversation = conversation_cached_for(
+            user=request.user, conversation_id=kwargs["pk"]
+        )
+        if conversation is None:
+            return super().retrieve(request, *args, **kwargs)
+        return Response(self.get_serializer(conversation).data)
 
     @extend_schema(responses=MessageSerializer(many=True))
     @extend_schema(
@@ -88,6 +98,13 @@ class TemplateViewSet(viewsets.ModelViewSet):
             uuid_query_param(self.request, "salon") if self.action == "list" else None
         )
         return selectors.template_list(user=self.request.user, salon_id=salon_id)
+
+    def retrieve(self, request, *args, **kwargs):
+        """Served from ``template:{id}`` once cached (the seed's read cache)."""
+        template = template_cached_for(user=request.user, template_id=kwargs["pk"])
+        if template is None:
+            return super().retrieve(request, *args, **kwargs)
+        return Response(self.get_serializer(template).data)
 
     def perform_create(self, serializer):
         serializer.instance = services.template_create(**serializer.validated_data)

@@ -15,12 +15,14 @@ from bookings.cache import (
     dashboard_key,
     dashboard_stats_cached,
     dashboard_version_key,
+)
+from bookings.models import Booking, BookingReminder
+from bookings.salon_cache import (
     salon_cache_get,
     salon_cache_invalidate,
     salon_cache_set,
     salon_cached,
 )
-from bookings.models import Booking, BookingReminder
 from bookings.selectors import dashboard_snapshot, dashboard_stats
 from bookings.signals import bookings_changed
 from messaging import services as messaging_services
