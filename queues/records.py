@@ -32,6 +32,7 @@ from typing import Any
 import redis
 from django.conf import settings
 
+from saas.redaction import has_secrets, redact_data
 from saas.redis import queue_redis
 
 logger = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ RECORD_FIELDS = (
     "started_at",
     "finished_at",
     "truncated",
+    "redacted",
 )
 
 LOG_LINES_MAX = 200
@@ -386,7 +388,11 @@ def record_progress(job_id: str, progress: Any) -> None:
 
 
 def dump_data(args: Any, kwargs: Any) -> dict[str, str]:
-    """The job's data as stored: JSON, cut (and flagged) past DATA_MAX_CHARS."""
+    """The job's data as stored: JSON, secrets redacted by key (and flagged: such
+    a record cannot be retried), cut (and flagged) past DATA_MAX_CHARS."""
+    redacted = has_secrets(args) or has_secrets(kwargs)
+    if redacted:
+        args, kwargs = redact_data(args), redact_data(kwargs)
     args_json = json.dumps(args, default=str)
     kwargs_json = json.dumps(kwargs, default=str)
     truncated = len(args_json) + len(kwargs_json) > DATA_MAX_CHARS
@@ -397,6 +403,7 @@ def dump_data(args: Any, kwargs: Any) -> dict[str, str]:
         "args": args_json,
         "kwargs": kwargs_json,
         "truncated": "1" if truncated else "",
+        "redacted": "1" if redacted else "",
     }
 
 

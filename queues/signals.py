@@ -17,6 +17,7 @@ from celery import signals
 
 from queues import records
 from queues.definitions import seed_priority
+from saas.redaction import has_secrets, redact_data, redact_text
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ class JobLogHandler(logging.Handler):
                 )
             except Exception:  # a bad format string must not break the job
                 text = f"{_iso(record.created)} {record.levelname} {record.msg!r}"
-            lines.append(text[:LOG_LINE_MAX_CHARS])
+            lines.append(redact_text(text)[:LOG_LINE_MAX_CHARS])
 
 
 _log_handler = JobLogHandler(level=logging.INFO)
@@ -77,6 +78,10 @@ def on_before_publish(
     if not job_id or not routing_key:
         return
     args, kwargs = (body[0], body[1]) if isinstance(body, list | tuple) else ((), {})
+    if has_secrets(args) or has_secrets(kwargs):
+        # What task events (Flower) show of the job: never a secret.
+        headers["argsrepr"] = repr(redact_data(args))
+        headers["kwargsrepr"] = repr(redact_data(kwargs))
     now = time.time()
     eta = headers.get("eta")
     fields = {
@@ -146,7 +151,11 @@ def on_success(sender=None, **kw):
 
 
 def _error_text(exception) -> str:
-    return f"{type(exception).__name__}: {exception}"
+    return redact_text(f"{type(exception).__name__}: {exception}")
+
+
+def _traceback_text(einfo) -> str:
+    return redact_text(str(einfo.traceback)) if einfo else ""
 
 
 def on_failure(sender=None, task_id=None, exception=None, einfo=None, **kw):
@@ -156,7 +165,7 @@ def on_failure(sender=None, task_id=None, exception=None, einfo=None, **kw):
         records.FAILED,
         {
             "error": _error_text(exception),
-            "traceback": str(einfo.traceback) if einfo else "",
+            "traceback": _traceback_text(einfo),
         },
     )
 
@@ -169,7 +178,7 @@ def on_retry(sender=None, request=None, reason=None, einfo=None, **kw):
         None,  # the retry's publish already made the record waiting or delayed
         {
             "error": _error_text(exception),
-            "traceback": str(einfo.traceback) if einfo else "",
+            "traceback": _traceback_text(einfo),
             "finished_at": "",
         },
     )

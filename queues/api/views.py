@@ -22,6 +22,7 @@ from queues.definitions import QueueSpec, UnknownQueue, queue_spec
 from queues.selectors import (
     health_report,
     job_data_for_display,
+    job_for_display,
     job_detail,
     queue_stats,
 )
@@ -126,7 +127,7 @@ def job_view(job: dict) -> dict:
     """A job as the API shows it: data masked, like the page."""
     hidden = {"args", "kwargs"}
     return {
-        **{k: v for k, v in job.items() if k not in hidden},
+        **{k: v for k, v in job_for_display(job).items() if k not in hidden},
         "data": job_data_for_display(job),
     }
 
