@@ -20,8 +20,8 @@ from queues.definitions import QUEUES, QueueSpec, UnknownQueue, queue_spec
 from queues.models import QueueAction
 from queues.selectors import (
     job_data_for_display,
-    job_for_display,
     job_detail,
+    job_for_display,
     queue_jobs,
     queue_stats,
     queue_throughput,

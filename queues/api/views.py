@@ -22,8 +22,8 @@ from queues.definitions import QueueSpec, UnknownQueue, queue_spec
 from queues.selectors import (
     health_report,
     job_data_for_display,
-    job_for_display,
     job_detail,
+    job_for_display,
     queue_stats,
 )
 

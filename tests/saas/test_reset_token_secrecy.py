@@ -90,9 +90,7 @@ def test_reset_token_is_only_in_the_sent_mail(api_client, start_worker, smtp_ser
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_reset_job_naming_another_address_mails_no_token(
-    start_worker, smtp_server
-):
+def test_a_reset_job_naming_another_address_mails_no_token(start_worker, smtp_server):
     """An operator's (or attacker's) job for the superuser's id sent to their own
     address fails without a token; nothing is mailed."""
     from notifications.services import email_enqueue
@@ -106,9 +104,11 @@ def test_a_reset_job_naming_another_address_mails_no_token(
     assert log.data["resetToken"] == REDACTED
     start_worker(EMAIL.name, env={"EMAIL_URL": smtp_server.url})
     wait_until(
-        lambda: EmailLog.objects.filter(pk=log.pk, status=EmailLog.Status.FAILED)
-        .exclude(error="")
-        .exists(),
+        lambda: (
+            EmailLog.objects.filter(pk=log.pk, status=EmailLog.Status.FAILED)
+            .exclude(error="")
+            .exists()
+        ),
         timeout=60,
     )
     assert "own address" in EmailLog.objects.get(pk=log.pk).error
