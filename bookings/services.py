@@ -18,9 +18,10 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
+from django.utils.timezone import now as timezone_now
 
 from bookings.cache import BookingState, dashboard_track
-from bookings.models import Booking, BookingReminder, Salon
+from bookings.models import PHONE_NUMBER_ID_TAKEN, Booking, BookingReminder, Salon
 from bookings.signals import bookings_changed
 from messaging.models import Conversation, Message, MessageTemplate
 from messaging.services import wa_id_from_phone
@@ -109,6 +110,8 @@ def salon_create(
         owner=owner,
         name=name,
         whatsapp_phone_number_id=whatsapp_phone_number_id,
+        whatsapp_claimed_by=owner,
+        whatsapp_claimed_at=timezone_now(),
         timezone=timezone,
         language=language,
         email=email,
@@ -129,7 +132,21 @@ def salon_create(
 
 
 @transaction.atomic
-def salon_update(*, salon: Salon, data: dict[str, Any]) -> Salon:
+def salon_update(*, salon: Salon, data: dict[str, Any], actor=None) -> Salon:
+    """Change a salon's editable fields. Its WhatsApp number, once customers
+    have written to it, moves only by staff: a tenant re-pointing a salon with
+    conversations would receive another business's customers."""
+    new_id = data.get("whatsapp_phone_number_id", salon.whatsapp_phone_number_id)
+    if new_id != salon.whatsapp_phone_number_id:
+        if salon.conversations.exists() and not getattr(actor, "is_staff", False):
+            raise ValidationError(
+                {
+                    "whatsapp_phone_number_id": "This salon has conversations on its "
+                    "WhatsApp number; ask support to move it to another number."
+                }
+            )
+        salon.whatsapp_claimed_by = actor if getattr(actor, "pk", None) else None
+        salon.whatsapp_claimed_at = timezone_now()
     for field_name in SALON_EDITABLE_FIELDS:
         if field_name in data:
             setattr(salon, field_name, data[field_name])
@@ -137,9 +154,7 @@ def salon_update(*, salon: Salon, data: dict[str, Any]) -> Salon:
     return salon
 
 
-_DUPLICATE_PHONE_ID = {
-    "whatsapp_phone_number_id": "A salon with this WhatsApp phone number id exists."
-}
+_DUPLICATE_PHONE_ID = {"whatsapp_phone_number_id": PHONE_NUMBER_ID_TAKEN}
 
 
 # --- Bookings ---------------------------------------------------------------

@@ -5,7 +5,9 @@ default cache alias's Redis DB (``REDIS_DB``), through django-redis's connection
 pool and timeouts. Each app's ``cache.py`` builds its own keys.
 
 Values are JSON when JSON round-trips them exactly (so ``redis-cli GET`` shows
-them), pickle otherwise.
+them), pickle otherwise, signed with a key derived from ``SECRET_KEY``: a value
+someone wrote into the cache's Redis without that key is a miss, never
+unpickled (anyone who can write to Redis must not run code in every process).
 
 Guarantees:
 - Fail-open: a Redis error opens a per-process breaker for
@@ -33,6 +35,8 @@ Guarantees:
 from __future__ import annotations
 
 import functools
+import hashlib
+import hmac
 import inspect
 import json
 import logging
@@ -55,7 +59,8 @@ logger = logging.getLogger("saas.cache")
 P = ParamSpec("P")
 R = TypeVar("R")
 
-_PICKLE_MARK = 0x80  # every pickle protocol >= 2 starts with this byte
+_SIGNED_PICKLE_MARK = b"\x01"  # then a 32-byte HMAC-SHA256, then the pickle
+_SIGNATURE_BYTES = 32
 _MISSING = object()
 #: WATCH/MULTI attempts before giving up on a key other clients keep changing.
 _WATCH_ATTEMPTS = 20
@@ -114,7 +119,17 @@ def encode(value: Any) -> bytes:
             return text.encode()
     except (TypeError, ValueError):
         pass
-    return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    return _SIGNED_PICKLE_MARK + _signature(data) + data
+
+
+@functools.cache
+def _signing_key(secret: str) -> bytes:
+    return hashlib.sha256(b"saas.cache:" + secret.encode()).digest()
+
+
+def _signature(data: bytes) -> bytes:
+    return hmac.new(_signing_key(settings.SECRET_KEY), data, hashlib.sha256).digest()
 
 
 def _same_shape(decoded: Any, value: Any) -> bool:
@@ -134,9 +149,23 @@ def decode(raw: bytes | None) -> Any:
     """The stored value, or _MISSING for an absent key or a tombstone."""
     if raw is None or raw.startswith(b"\x00"):
         return _MISSING
-    if raw[0] == _PICKLE_MARK:
-        return pickle.loads(raw)
+    if raw.startswith(_SIGNED_PICKLE_MARK):
+        start = len(_SIGNED_PICKLE_MARK)
+        signature, data = (
+            raw[start : start + _SIGNATURE_BYTES],
+            raw[start + _SIGNATURE_BYTES :],
+        )
+        if hmac.compare_digest(signature, _signature(data)):
+            return pickle.loads(data)
+        logger.warning("Cache value with a bad signature ignored (not unpickled)")
+        return _MISSING
+    if raw[:1] not in _JSON_STARTS:
+        logger.warning("Cache value neither JSON nor signed ignored (not unpickled)")
+        return _MISSING
     return json.loads(raw)
+
+
+_JSON_STARTS = frozenset(b'{["-0123456789tfn'[i : i + 1] for i in range(17))
 
 
 @dataclass

@@ -36,12 +36,17 @@ def user_cached(user_id):
     """The user with this id (password deferred), or None if there is none."""
 
     def load():
-        return (
+        user = (
             get_user_model()
-            .objects.defer("password")
-            .filter(**{api_settings.USER_ID_FIELD: user_id})
+            .objects.filter(**{api_settings.USER_ID_FIELD: user_id})
             .first()
         )
+        if user is not None:
+            # What tokens carry (CHECK_REVOKE_TOKEN), so a cached request needs
+            # no database; the hash itself is deferred again, never cached.
+            user.revoke_hash = get_md5_hash_password(user.password)
+            del user.__dict__["password"]
+        return user
 
     return cache_service.get_or_set(user_key(user_id), load, USER_TTL)
 
@@ -69,7 +74,7 @@ class CachedUserJWTAuthentication(JWTAuthentication):
             raise AuthenticationFailed(_("User is inactive"), code="user_inactive")
         if api_settings.CHECK_REVOKE_TOKEN and validated_token.get(
             api_settings.REVOKE_TOKEN_CLAIM
-        ) != get_md5_hash_password(user.password):
+        ) != getattr(user, "revoke_hash", None):
             raise AuthenticationFailed(
                 _("The user's password has been changed."), code="password_changed"
             )
