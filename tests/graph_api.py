@@ -440,6 +440,8 @@ class GraphApiStandIn:
         self._pairs: dict[tuple[str, str], tuple[float, float]] = {}
         self._forced: list[_Failure] = []
         self._recipient_failures: dict[str, _Failure] = {}
+        self._in_flight = 0
+        self.max_in_flight = 0
 
     @property
     def requests(self) -> list[RequestRecord]:
@@ -474,7 +476,19 @@ class GraphApiStandIn:
             return {
                 "accepted": [asdict(s) for s in self._accepted],
                 "requests": [asdict(r) for r in self._requests],
+                "max_in_flight": self.max_in_flight,
             }
+
+    def _sleep_in_flight(self, delay: float) -> None:
+        """Simulated latency, counting how many sends wait at the same time."""
+        with self._lock:
+            self._in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self._in_flight)
+        try:
+            time.sleep(delay)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
 
     # -- request handling (called from handler threads) ---------------------
 
@@ -564,7 +578,7 @@ class GraphApiStandIn:
         serial = f"{self._run_tag}{next(self._ids):012X}"
         digits = re.sub(r"\D", "", recipient)[:15] or "0"
         raw = (
-            b"\x18"
+            b"\x1c\x18"
             + bytes([len(digits)])
             + digits.encode()
             + b"\x15\x02\x00\x11\x18\x12"
@@ -768,8 +782,7 @@ class _Handler(BaseHTTPRequestHandler):
             status, body, delay = standin.admit_send(
                 parts[1], self.headers.get("Authorization"), raw
             )
-            if delay:
-                time.sleep(delay)
+            standin._sleep_in_flight(delay)
             self._send_json(status, body)
             return
         standin.record_request("POST", path, 400)
@@ -822,6 +835,16 @@ class _Handler(BaseHTTPRequestHandler):
             snapshot = standin.snapshot()
             key = "accepted" if action == "sends" else "requests"
             self._send_json(200, snapshot[key])
+        elif method == "GET" and action == "stats":
+            snapshot = standin.snapshot()
+            self._send_json(
+                200,
+                {
+                    "accepted": len(snapshot["accepted"]),
+                    "requests": len(snapshot["requests"]),
+                    "max_in_flight": snapshot["max_in_flight"],
+                },
+            )
         elif method == "GET" and action == "config":
             self._send_json(200, asdict(standin.config))
         elif method == "POST" and action == "reset":
@@ -911,6 +934,10 @@ class GraphApiClient:
             s["at"] for s in self.accepted() if s["phone_number_id"] == phone_number_id
         )
         return max_in_window(times, seconds)
+
+    def stats(self) -> dict[str, int]:
+        """Counts only (cheap for long benches): accepted, requests, max_in_flight."""
+        return self._call("GET", "stats")
 
     def reset(self) -> None:
         self._call("POST", "reset", {})

@@ -128,6 +128,7 @@ def test_wamids_are_unique(graph, http):
 
     wamids = {r.json()["messages"][0]["id"] for r in responses}
     assert len(wamids) == 30
+    assert all(w.startswith("wamid.HBg") for w in wamids)
 
 
 @pytest.mark.parametrize("token", ["wrong-token", None])
@@ -182,14 +183,14 @@ def test_body_that_is_not_json_answers_100(graph, http):
 
 def test_more_than_80_sends_in_a_second_hit_130429(graph, http):
     graph.configure(latency=0.05)
-    payloads = [text_to(f"1650555{i:04d}") for i in range(100)]
+    payloads = [text_to(f"1650555{i:04d}") for i in range(120)]
 
     responses = send_many(http, graph, payloads)
 
     statuses = [r.status_code for r in responses]
-    # Admission is decided on arrival; all 100 arrive well within a second.
+    # Admission is decided on arrival, and the 120 arrive within about a second.
     assert statuses.count(200) <= 80
-    assert statuses.count(200) + statuses.count(400) == 100
+    assert statuses.count(200) + statuses.count(400) == 120
     assert set(codes(r for r in responses if r.status_code == 400)) == {130429}
     rejected = next(r for r in responses if r.status_code == 400)
     assert_envelope_like(rejected.json(), "error_130429_rate_limit.json")
@@ -352,18 +353,15 @@ def test_latency_is_honoured(graph, http):
     assert elapsed >= 0.2
 
 
-def test_latency_does_not_serialise_sends(graph, http):
+def test_sends_wait_their_latency_in_parallel(graph, http):
     graph.configure(latency=0.3)
     payloads = [text_to(f"1650555{i:04d}") for i in range(20)]
 
-    started = time.monotonic()
     responses = send_many(http, graph, payloads)
-    elapsed = time.monotonic() - started
 
     assert all(r.status_code == 200 for r in responses)
-    # Serialised, 20 sends would take 6 s; in parallel each still waits 0.3 s.
-    assert elapsed >= 0.3
-    assert elapsed < 20 * 0.3
+    # No lock is held while a send waits, so several wait at once.
+    assert graph.max_in_flight > 1
 
 
 def test_reset_forgets_everything(graph, http):
@@ -570,6 +568,7 @@ def test_separate_process_mode(standin_process, http):
     assert len(client.sends_to("+1 650 555 1234")) == 3
     assert [r["error_code"] for r in client.rejected()] == [130429]
     assert client.max_accepted_in_any_window(SALON) == 3
+    assert client.stats()["accepted"] == 3
 
     client.reset()
     client.configure(throughput=None, latency=0.0)
