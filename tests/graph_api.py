@@ -22,11 +22,15 @@ What it imitates, and where the behaviour comes from (Meta's Cloud API docs):
 - Throughput: at most ``throughput`` accepted sends per phone_number_id in any
   sliding window of one second (Meta's default is 80 messages/s). The window is
   sliding, not per calendar second, so ``max_accepted_in_any_window`` can never
-  exceed the limit. Over it: HTTP 400, ``130429`` "Rate limit hit".
+  exceed the limit. Over it: HTTP 400, ``130429`` "Rate limit hit". Only sends
+  that were accepted count (Meta's limit also counts inbound messages, which a
+  stand-in never sees).
 - Pair rate limit: a token bucket per (phone_number_id, recipient) holding
   ``pair_burst`` sends and refilled by one every ``pair_interval`` seconds (Meta:
   about one message every 6 s to the same user, with short bursts allowed). Over
-  it: HTTP 400, ``131056``. ``pair_burst=None`` turns it off.
+  it: HTTP 400, ``131056``. Meta allows bursts of up to 45 that borrow from
+  later quota, hence the defaults 45 and 6 s. ``pair_burst=None`` turns it off.
+- Every send answer, success or error, waits ``latency`` (+/- ``jitter``).
 - Media: ``GET /{version}/{media_id}`` returns a short-lived download URL on this
   server; the download needs the bearer token; an unknown id answers code 100,
   subcode 33 (GraphMethodException).
