@@ -151,7 +151,7 @@ def build_data(args) -> None:
         Salon(
             owner=owner,
             name=f"Bench salon {i:02d}",
-            whatsapp_phone_number_id=f"bench{i:04d}",
+            whatsapp_phone_number_id=f"{900000000000000 + i}",
             timezone=ZONES[i % len(ZONES)],
         )
         for i in range(SALONS)

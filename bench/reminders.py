@@ -102,7 +102,7 @@ def create_bookings(count: int, due_at):
     salon = Salon.objects.create(
         owner=owner,
         name="Bench Salon",
-        whatsapp_phone_number_id="bench-000",
+        whatsapp_phone_number_id="900000000000000",
         timezone="Europe/Madrid",
     )
     MessageTemplate.objects.create(

@@ -19,7 +19,20 @@ class SalonAdmin(admin.ModelAdmin):
     list_filter = ("timezone",)
     search_fields = ("name", "whatsapp_phone_number_id", "email", "owner__username")
     raw_id_fields = ("owner",)
-    readonly_fields = ("id", "created_at", "updated_at")
+    readonly_fields = (
+        "id",
+        "whatsapp_claimed_by",
+        "whatsapp_claimed_at",
+        "created_at",
+        "updated_at",
+    )
+
+    def get_readonly_fields(self, request, obj=None):
+        # Ownership never moves: the caches (dashboards per owner) and the
+        # tenancy of every row below the salon assume it.
+        if obj is not None:
+            return ("owner", *self.readonly_fields)
+        return self.readonly_fields
 
     def save_model(self, request, obj, form, change):
         """Through the services, like the API: a new salon welcomes its owner."""
@@ -27,7 +40,7 @@ class SalonAdmin(admin.ModelAdmin):
             name: form.cleaned_data[name] for name in services.SALON_EDITABLE_FIELDS
         }
         if change:
-            saved = services.salon_update(salon=obj, data=data)
+            saved = services.salon_update(salon=obj, data=data, actor=request.user)
         else:
             saved = services.salon_create(owner=obj.owner, **data)
         vars(obj).update(vars(saved))  # the admin goes on with obj

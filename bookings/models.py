@@ -3,12 +3,31 @@ import zoneinfo
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
 from django.db import models
 
 
 def validate_timezone(value: str) -> None:
     if value not in zoneinfo.available_timezones():
         raise ValidationError(f"{value!r} is not a known IANA time zone.")
+
+
+#: Meta's phone number ids are numeric (15-17 digits seen); digits only, so an id
+#: can never turn the Graph API URL it goes into into another path.
+validate_phone_number_id = RegexValidator(
+    r"^[0-9]{10,20}\Z",
+    "A WhatsApp phone number id is Meta's numeric id (10 to 20 digits), as shown "
+    "in WhatsApp Manager.",
+)
+
+
+#: Uniqueness must be told, so a taken id is refused; the message says no more
+#: than that (not whose, not since when), the same for a race and a sequential
+#: duplicate. Enumerating ids costs one authenticated request each.
+PHONE_NUMBER_ID_TAKEN = (
+    "This WhatsApp phone number id is already connected. If the number is yours, "
+    "contact support."
+)
 
 
 class Salon(models.Model):
@@ -20,8 +39,19 @@ class Salon(models.Model):
     whatsapp_phone_number_id = models.CharField(
         max_length=64,
         unique=True,
+        validators=[validate_phone_number_id],
+        error_messages={"unique": PHONE_NUMBER_ID_TAKEN},
         help_text="Meta's phone_number_id of the salon's WhatsApp Business number.",
     )
+    whatsapp_claimed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Who connected the current WhatsApp phone number id.",
+    )
+    whatsapp_claimed_at = models.DateTimeField(null=True, blank=True)
     timezone = models.CharField(
         max_length=64, default="UTC", validators=[validate_timezone]
     )

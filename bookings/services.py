@@ -10,10 +10,11 @@ import phonenumbers
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
+from django.utils.timezone import now as timezone_now
 
 from bookings.cache import dashboard_cache_patch_on_commit
 from bookings.dashboard_changes import BookingState
-from bookings.models import Booking, Salon
+from bookings.models import PHONE_NUMBER_ID_TAKEN, Booking, Salon
 from bookings.reminders import reminders_close, reminders_sync
 from notifications.services import email_enqueue
 from saas.services import model_save_validated
@@ -73,6 +74,8 @@ def salon_create(
         owner=owner,
         name=name,
         whatsapp_phone_number_id=whatsapp_phone_number_id,
+        whatsapp_claimed_by=owner,
+        whatsapp_claimed_at=timezone_now(),
         timezone=timezone,
         language=language,
         email=email,
@@ -93,7 +96,21 @@ def salon_create(
 
 
 @transaction.atomic
-def salon_update(*, salon: Salon, data: dict[str, Any]) -> Salon:
+def salon_update(*, salon: Salon, data: dict[str, Any], actor=None) -> Salon:
+    """Change a salon's editable fields. Its WhatsApp number, once customers
+    have written to it, moves only by staff: a tenant re-pointing a salon with
+    conversations would receive another business's customers."""
+    new_id = data.get("whatsapp_phone_number_id", salon.whatsapp_phone_number_id)
+    if new_id != salon.whatsapp_phone_number_id:
+        if salon.conversations.exists() and not getattr(actor, "is_staff", False):
+            raise ValidationError(
+                {
+                    "whatsapp_phone_number_id": "This salon has conversations on its "
+                    "WhatsApp number; ask support to move it to another number."
+                }
+            )
+        salon.whatsapp_claimed_by = actor if getattr(actor, "pk", None) else None
+        salon.whatsapp_claimed_at = timezone_now()
     for field_name in SALON_EDITABLE_FIELDS:
         if field_name in data:
             setattr(salon, field_name, data[field_name])
@@ -101,9 +118,7 @@ def salon_update(*, salon: Salon, data: dict[str, Any]) -> Salon:
     return salon
 
 
-_DUPLICATE_PHONE_ID = {
-    "whatsapp_phone_number_id": "A salon with this WhatsApp phone number id exists."
-}
+_DUPLICATE_PHONE_ID = {"whatsapp_phone_number_id": PHONE_NUMBER_ID_TAKEN}
 
 
 # --- Bookings ---------------------------------------------------------------

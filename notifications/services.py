@@ -26,6 +26,8 @@ from queues.definitions import (
     RetryableJobError,
 )
 from queues.publish import job_publish
+from saas.passwords import password_reset_recipient, password_reset_token
+from saas.redaction import redact_data
 from saas.services import rows_claim_for_redrive
 
 logger = logging.getLogger(__name__)
@@ -38,8 +40,12 @@ EMAIL_TEMPLATES: dict[str, tuple[str, ...]] = {
     "booking_confirmation": ("customerName", "serviceName", "serviceDate", "salonName"),
     "booking_cancelled": ("customerName", "serviceName", "serviceDate", "salonName"),
     "salon_welcome": ("ownerName", "salonName"),
-    "password_reset": ("userName", "resetToken"),
+    "password_reset": ("userName", "userId"),
 }
+
+#: Variables a worker adds at send time, from the data: never stored, never
+#: shown. A reset token exists only in the e-mail it is sent in.
+SEND_TIME_SECRETS = {"password_reset": "resetToken"}
 
 
 class EmailJobError(ValueError):
@@ -104,7 +110,11 @@ def email_enqueue(
     except EmailJobError as exc:
         raise ValidationError({exc.field: str(exc)}) from None
     log = EmailLog.objects.create(
-        template=template, to=to, subject=subject, data=data, priority=priority
+        template=template,
+        to=to,
+        subject=subject,
+        data=redact_data(data),
+        priority=priority,
     )
     transaction.on_commit(lambda: _email_publish(log))
     return log
@@ -160,7 +170,7 @@ def _log_for_job(job: dict, log_id: str | None) -> EmailLog:
         template=str(job.get("template", ""))[:64],
         to=str(job.get("to", ""))[:254],
         subject=str(job.get("subject") or "")[:255],
-        data=job.get("data") if isinstance(job.get("data"), dict) else {},
+        data=redact_data(job["data"]) if isinstance(job.get("data"), dict) else {},
         priority=_int_or(job.get("priority"), Priority.EMAIL),
     )
 
@@ -204,6 +214,20 @@ def email_deliver(*, job: Any, log_id: str | None = None) -> EmailLog:
     return log
 
 
+def _context_at_send_time(template: str, data: dict, to: str) -> dict:
+    """The template's variables: the job's data, less any secret it carried,
+    plus the secrets this template is sent with, made now."""
+    secret = SEND_TIME_SECRETS.get(template)
+    if secret is None:
+        return data
+    user = password_reset_recipient(user_id=data.get("userId"), to=to)
+    if user is None:
+        raise EmailJobError(
+            "data", "A password reset goes only to its active user's own address."
+        )
+    return {**data, secret: password_reset_token(user)}
+
+
 def _deliver_locked(log: EmailLog, job: dict) -> Exception | None:
     """Send under the row lock; the error to raise once the log is saved."""
     if log.status == EmailLog.Status.SENT:
@@ -213,7 +237,9 @@ def _deliver_locked(log: EmailLog, job: dict) -> Exception | None:
     try:
         email_check(to=to, template=template, data=data)
         content = email_render(
-            template=template, data=data, subject=str(job.get("subject") or "")
+            template=template,
+            data=_context_at_send_time(template, data, to),
+            subject=str(job.get("subject") or ""),
         )
     except EmailJobError as exc:
         _fail(log, str(exc))

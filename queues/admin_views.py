@@ -12,6 +12,7 @@ from django.contrib import admin, messages
 from django.http import Http404, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from queues import records, services
@@ -26,6 +27,7 @@ from queues.models import QueueAction
 from queues.selectors import (
     job_data_for_display,
     job_detail,
+    job_for_display,
     queue_jobs,
     queue_stats,
     queue_throughput,
@@ -150,7 +152,7 @@ def job_view(request, job_id: str):
         _context(
             request,
             f"Job {job_id}",
-            job=job,
+            job=job_for_display(job),
             spec=_spec_or_none(job.get("queue") or ""),
             data=job_data_for_display(job),
         ),
@@ -159,7 +161,9 @@ def job_view(request, job_id: str):
 
 def _back(request, fallback: str):
     target = request.POST.get("next") or fallback
-    if not target.startswith("/"):
+    if not url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
         target = fallback
     return HttpResponseRedirect(target)
 

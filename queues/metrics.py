@@ -6,8 +6,12 @@ misses from saas.cache when that module is installed, alerts from the health
 report.
 """
 
+import hmac
 import os
+import threading
+import time
 
+from django.conf import settings
 from django.http import HttpResponse
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -109,6 +113,36 @@ class QueueCollector:
 registry = CollectorRegistry(auto_describe=False)
 registry.register(QueueCollector())
 
+_LOOPBACK = frozenset({"127.0.0.1", "::1"})
+_rendered: tuple[float, bytes] = (0.0, b"")
+_render_lock = threading.Lock()
+
+
+def _scrape_allowed(request) -> bool:
+    """With ``METRICS_TOKEN`` set, only a scrape bearing it; without, only
+    from this machine (a sidecar or a local Prometheus)."""
+    token = settings.METRICS_TOKEN
+    if not token:
+        return request.META.get("REMOTE_ADDR") in _LOOPBACK
+    given = request.META.get("HTTP_AUTHORIZATION", "")
+    return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
+
+
+def _render() -> bytes:
+    """The exposition, computed at most once per ``METRICS_CACHE_SECONDS`` per
+    process: a scrape storm costs one health report, not one each."""
+    global _rendered
+    with _render_lock:
+        rendered_at, body = _rendered
+        if time.monotonic() - rendered_at >= settings.METRICS_CACHE_SECONDS or not body:
+            body = generate_latest(registry)
+            _rendered = (time.monotonic(), body)
+        return body
+
 
 def metrics_view(request):
-    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+    if not _scrape_allowed(request):
+        response = HttpResponse("Metrics need the scrape token.\n", status=401)
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
+    return HttpResponse(_render(), content_type=CONTENT_TYPE_LATEST)

@@ -63,6 +63,7 @@ RECORD_FIELDS = (
     "started_at",
     "finished_at",
     "truncated",
+    "redacted",
 )
 
 LOG_LINES_MAX = 200

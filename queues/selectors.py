@@ -22,6 +22,7 @@ from queues.keys import (
     state_key,
     workers_key,
 )
+from saas.redaction import redact_data, redact_text
 from saas.redis import queue_redis
 
 SEARCH_SCAN_LIMIT = 50_000
@@ -216,13 +217,25 @@ def mask_personal_data(text: str) -> str:
     return PHONE_RE.sub(lambda m: f"{m.group(1)}******{m.group(2)}", text)
 
 
+def job_for_display(job: dict[str, Any]) -> dict[str, Any]:
+    """A job's record as people see it (page and API): secrets redacted from its
+    error, traceback and log lines, even in records written before redaction."""
+    shown = dict(job)
+    for field in ("error", "traceback"):
+        shown[field] = redact_text(job.get(field) or "")
+    shown["log_lines"] = [redact_text(line) for line in job.get("log_lines", [])]
+    return shown
+
+
 def job_data_for_display(job: dict[str, Any]) -> str:
     try:
         data = {
             "args": json.loads(job.get("args") or "[]"),
             "kwargs": json.loads(job.get("kwargs") or "{}"),
         }
-        text = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False)
+        text = json.dumps(
+            redact_data(data), indent=2, sort_keys=True, ensure_ascii=False
+        )
     except json.JSONDecodeError:
-        text = f"{job.get('args', '')}\n{job.get('kwargs', '')}"
+        text = redact_text(f"{job.get('args', '')}\n{job.get('kwargs', '')}")
     return mask_personal_data(text)

@@ -137,6 +137,10 @@ def _republish(job: dict[str, Any]) -> None:
         raise JobActionRefused(
             "This job's data was too large to keep in full; it cannot be retried."
         )
+    if job.get("redacted"):
+        raise JobActionRefused(
+            "This job's data held secrets, which were not kept; it cannot be retried."
+        )
     spec = queue_spec(job["queue"])
     job_publish(
         job["task"],
@@ -170,7 +174,7 @@ def queue_retry_failed(*, spec: QueueSpec, actor: Actor) -> int:
     retried = 0
     for job_id in job_ids_in_state(spec.name, records.FAILED):
         job = job_detail(job_id)
-        if job is None or job.get("truncated"):
+        if job is None or job.get("truncated") or job.get("redacted"):
             continue
         _republish(job)
         retried += 1

@@ -19,6 +19,7 @@ from celery import signals
 
 from queues import records
 from queues.definitions import seed_priority
+from saas.redaction import has_secrets, redact_data, redact_text
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ class JobLogHandler(logging.Handler):
                 )
             except Exception:  # a bad format string must not break the job
                 text = f"{_iso(record.created)} {record.levelname} {record.msg!r}"
-            lines.append(text[:LOG_LINE_MAX_CHARS])
+            lines.append(redact_text(text)[:LOG_LINE_MAX_CHARS])
 
 
 _log_handler = JobLogHandler(level=logging.INFO)
@@ -67,7 +68,11 @@ def _install_log_handler() -> None:
 
 
 def dump_data(args: Any, kwargs: Any) -> dict[str, str]:
-    """The job's data as stored: JSON, cut (and flagged) past records.DATA_MAX_CHARS."""
+    """The job's data as stored: JSON, secrets redacted by key (and flagged: such
+    a record cannot be retried), cut (and flagged) past DATA_MAX_CHARS."""
+    redacted = has_secrets(args) or has_secrets(kwargs)
+    if redacted:
+        args, kwargs = redact_data(args), redact_data(kwargs)
     args_json = json.dumps(args, default=str)
     kwargs_json = json.dumps(kwargs, default=str)
     truncated = len(args_json) + len(kwargs_json) > records.DATA_MAX_CHARS
@@ -78,6 +83,7 @@ def dump_data(args: Any, kwargs: Any) -> dict[str, str]:
         "args": args_json,
         "kwargs": kwargs_json,
         "truncated": "1" if truncated else "",
+        "redacted": "1" if redacted else "",
     }
 
 
@@ -113,6 +119,10 @@ def on_before_publish(
     if not job_id or not routing_key:
         return
     args, kwargs = (body[0], body[1]) if isinstance(body, list | tuple) else ((), {})
+    if has_secrets(args) or has_secrets(kwargs):
+        # What task events (Flower) show of the job: never a secret.
+        headers["argsrepr"] = repr(redact_data(args))
+        headers["kwargsrepr"] = repr(redact_data(kwargs))
     now = time.time()
     eta = headers.get("eta")
     fields = {
@@ -182,7 +192,11 @@ def on_success(sender=None, **kw):
 
 
 def _error_text(exception) -> str:
-    return f"{type(exception).__name__}: {exception}"
+    return redact_text(f"{type(exception).__name__}: {exception}")
+
+
+def _traceback_text(einfo) -> str:
+    return redact_text(str(einfo.traceback)) if einfo else ""
 
 
 def on_failure(sender=None, task_id=None, exception=None, einfo=None, **kw):
@@ -192,7 +206,7 @@ def on_failure(sender=None, task_id=None, exception=None, einfo=None, **kw):
         records.FAILED,
         {
             "error": _error_text(exception),
-            "traceback": str(einfo.traceback) if einfo else "",
+            "traceback": _traceback_text(einfo),
         },
     )
 
@@ -205,7 +219,7 @@ def on_retry(sender=None, request=None, reason=None, einfo=None, **kw):
         None,  # the retry's publish already made the record waiting or delayed
         {
             "error": _error_text(exception),
-            "traceback": str(einfo.traceback) if einfo else "",
+            "traceback": _traceback_text(einfo),
             "finished_at": "",
         },
     )

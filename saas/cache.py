@@ -5,7 +5,9 @@ default cache alias's Redis DB (``REDIS_DB``), through django-redis's connection
 pool and timeouts. Each app's ``cache.py`` builds its own keys.
 
 Values are JSON when JSON round-trips them exactly (so ``redis-cli GET`` shows
-them), pickle otherwise.
+them), pickle otherwise, signed with a key derived from ``SECRET_KEY``: a value
+someone wrote into the cache's Redis without that key is a miss, never
+unpickled (anyone who can write to Redis must not run code in every process).
 
 Guarantees:
 - Fail-open: a Redis error opens a per-process breaker for

@@ -1,10 +1,14 @@
 """What the cache stores and how it counts: values encoded as JSON when JSON
-round-trips them exactly (so ``redis-cli GET`` shows them), pickle otherwise;
+round-trips them exactly (so ``redis-cli GET`` shows them), signed pickle
+otherwise (saas/cache.py says why);
 TTLs by setting name; hit/miss counters per namespace; the types callers of
 saas/cache.py share."""
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import hmac
 import json
 import logging
 import pickle
@@ -18,7 +22,8 @@ from django.conf import settings
 
 logger = logging.getLogger("saas.cache")
 
-_PICKLE_MARK = 0x80  # every pickle protocol >= 2 starts with this byte
+_SIGNED_PICKLE_MARK = b"\x01"  # then a 32-byte HMAC-SHA256, then the pickle
+_SIGNATURE_BYTES = 32
 #: What ``decode`` returns for an absent key or a tombstone.
 MISSING = object()
 #: WATCH/MULTI attempts before giving up on a key other clients keep changing.
@@ -61,7 +66,17 @@ def encode(value: Any) -> bytes:
             return text.encode()
     except (TypeError, ValueError):
         pass
-    return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    return _SIGNED_PICKLE_MARK + _signature(data) + data
+
+
+@functools.cache
+def _signing_key(secret: str) -> bytes:
+    return hashlib.sha256(b"saas.cache:" + secret.encode()).digest()
+
+
+def _signature(data: bytes) -> bytes:
+    return hmac.new(_signing_key(settings.SECRET_KEY), data, hashlib.sha256).digest()
 
 
 def _same_shape(decoded: Any, value: Any) -> bool:
@@ -81,9 +96,23 @@ def decode(raw: bytes | None) -> Any:
     """The stored value, or MISSING for an absent key or a tombstone."""
     if raw is None or raw.startswith(b"\x00"):
         return MISSING
-    if raw[0] == _PICKLE_MARK:
-        return pickle.loads(raw)
+    if raw.startswith(_SIGNED_PICKLE_MARK):
+        start = len(_SIGNED_PICKLE_MARK)
+        signature, data = (
+            raw[start : start + _SIGNATURE_BYTES],
+            raw[start + _SIGNATURE_BYTES :],
+        )
+        if hmac.compare_digest(signature, _signature(data)):
+            return pickle.loads(data)
+        logger.warning("Cache value with a bad signature ignored (not unpickled)")
+        return MISSING
+    if raw[:1] not in _JSON_STARTS:
+        logger.warning("Cache value neither JSON nor signed ignored (not unpickled)")
+        return MISSING
     return json.loads(raw)
+
+
+_JSON_STARTS = frozenset(b'{["-0123456789tfn'[i : i + 1] for i in range(17))
 
 
 @dataclass

@@ -174,6 +174,8 @@ _redis_cache_options = {
     "SOCKET_CONNECT_TIMEOUT": REDIS_CONNECT_TIMEOUT,
     "SOCKET_TIMEOUT": REDIS_SOCKET_TIMEOUT,
     "IGNORE_EXCEPTIONS": True,
+    # Never pickle: whoever can write to the cache's Redis must not run code here.
+    "SERIALIZER": "django_redis.serializers.json.JSONSerializer",
     "CONNECTION_POOL_KWARGS": {
         "health_check_interval": 30,
         "max_connections": env.int("REDIS_MAX_CONNECTIONS", default=512),
@@ -220,6 +222,11 @@ OUTBOUND_QUEUE_CONCURRENCY = env.int("OUTBOUND_QUEUE_CONCURRENCY", default=5)
 CELERY_VISIBILITY_TIMEOUT = env.int("CELERY_VISIBILITY_TIMEOUT", default=900)
 CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=60)
 CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=90)
+
+# /metrics: a scrape must bear "Authorization: Bearer <METRICS_TOKEN>"; unset,
+# only loopback clients may scrape. The exposition is reused for this long.
+METRICS_TOKEN = env("METRICS_TOKEN", default="")
+METRICS_CACHE_SECONDS = env.float("METRICS_CACHE_SECONDS", default=5.0)
 
 QUEUE_DASHBOARD_ENABLED = env.bool("QUEUE_DASHBOARD_ENABLED", default=True)
 QUEUE_DASHBOARD_PATH = env("QUEUE_DASHBOARD_PATH", default="/admin/queues")
@@ -291,8 +298,14 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "saas.api.schema.AutoSchema",
+    # Clients are told apart by the address the trusted proxies saw
+    # (saas/api/throttles.py); 0 proxies: REMOTE_ADDR, X-Forwarded-For ignored.
+    "NUM_PROXIES": env.int("NUM_PROXIES", default=0),
     "DEFAULT_THROTTLE_RATES": {
         "auth": env("AUTH_THROTTLE_RATE", default="20/min"),
+        "auth_username": env("AUTH_USERNAME_THROTTLE_RATE", default="10/min"),
+        "password_reset_address": env("PASSWORD_RESET_THROTTLE_RATE", default="3/hour"),
+        "booking_email": env("BOOKING_EMAIL_THROTTLE_RATE", default="200/hour"),
     },
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"]
     + (["rest_framework.renderers.BrowsableAPIRenderer"] if DEBUG else []),
@@ -307,6 +320,9 @@ SIMPLE_JWT = {
     "ROTATE_REFRESH_TOKENS": True,
     "BLACKLIST_AFTER_ROTATION": True,
     "UPDATE_LAST_LOGIN": False,
+    # Tokens carry a hash of the password hash: a password change (reset,
+    # admin, set_password) ends every access and refresh token at once.
+    "CHECK_REVOKE_TOKEN": True,
     "ALGORITHM": "HS256",
     "SIGNING_KEY": JWT_SIGNING_KEY,
     "AUTH_HEADER_TYPES": ("Bearer",),
@@ -348,8 +364,13 @@ LOGGING = {
     "formatters": {
         "line": {"format": "%(asctime)s %(levelname)s [%(name)s] %(message)s"},
     },
+    "filters": {"redact": {"()": "saas.logfilters.RedactSecrets"}},
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "line"},
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "line",
+            "filters": ["redact"],
+        },
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {

@@ -31,7 +31,7 @@ def object_requests(v):
         (
             "put",
             f"/api/salons/{s}/",
-            {**body, "whatsapp_phone_number_id": "1", "timezone": "UTC"},
+            {**body, "whatsapp_phone_number_id": "100000000000001", "timezone": "UTC"},
         ),
         ("patch", f"/api/salons/{s}/", body),
         ("delete", f"/api/salons/{s}/", None),

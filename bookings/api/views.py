@@ -15,6 +15,7 @@ from bookings.cache import dashboard_stats_cached
 from bookings.models import Booking
 from bookings.salon_cache import salon_cached_for
 from saas.api.params import choice_query_param, uuid_query_param
+from saas.api.throttles import BookingEmailRateThrottle
 
 
 class SalonViewSet(viewsets.ModelViewSet):
@@ -38,7 +39,9 @@ class SalonViewSet(viewsets.ModelViewSet):
 
     def perform_update(self, serializer):
         serializer.instance = services.salon_update(
-            salon=serializer.instance, data=serializer.validated_data
+            salon=serializer.instance,
+            data=serializer.validated_data,
+            actor=self.request.user,
         )
 
 
@@ -54,6 +57,7 @@ class SalonViewSet(viewsets.ModelViewSet):
 )
 class BookingViewSet(viewsets.ModelViewSet):
     lookup_value_converter = "uuid"
+    throttle_classes = [BookingEmailRateThrottle]
 
     def get_serializer_class(self):
         if self.action in ("update", "partial_update"):

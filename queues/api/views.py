@@ -20,7 +20,12 @@ from queues.api.serializers import (
 )
 from queues.definitions import QueueSpec, UnknownQueue, queue_spec
 from queues.health import health_report
-from queues.selectors import job_data_for_display, job_detail, queue_stats
+from queues.selectors import (
+    job_data_for_display,
+    job_detail,
+    job_for_display,
+    queue_stats,
+)
 
 
 def spec_or_404(name: str) -> QueueSpec:
@@ -122,7 +127,7 @@ def job_view(job: dict) -> dict:
     """A job as the API shows it: data masked, like the page."""
     hidden = {"args", "kwargs"}
     return {
-        **{k: v for k, v in job.items() if k not in hidden},
+        **{k: v for k, v in job_for_display(job).items() if k not in hidden},
         "data": job_data_for_display(job),
     }
 

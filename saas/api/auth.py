@@ -3,46 +3,31 @@
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.password_validation import validate_password
-from django.contrib.auth.tokens import default_token_generator
-from django.core.cache import caches
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.utils.encoding import force_bytes
-from django.utils.http import urlsafe_base64_decode, urlsafe_base64_encode
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, permissions, serializers, status
+from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.response import Response
-from rest_framework.settings import api_settings
-from rest_framework.throttling import SimpleRateThrottle
+from rest_framework_simplejwt.serializers import TokenRefreshSerializer
+from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.token_blacklist.models import (
     BlacklistedToken,
     OutstandingToken,
 )
 from rest_framework_simplejwt.tokens import RefreshToken
+from rest_framework_simplejwt.utils import get_md5_hash_password
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
 from notifications.services import email_enqueue
+from saas.api.throttles import (
+    AuthRateThrottle,
+    ResetAddressRateThrottle,
+    UsernameRateThrottle,
+)
+from saas.passwords import password_reset_user
 
 User = get_user_model()
-
-
-class AuthRateThrottle(SimpleRateThrottle):
-    """Per client address, shared by register and token endpoints."""
-
-    scope = "auth"
-
-    @property
-    def cache(self):
-        return caches["throttle"]
-
-    def get_rate(self):
-        return api_settings.DEFAULT_THROTTLE_RATES[self.scope]
-
-    def get_cache_key(self, request, view):
-        return self.cache_format % {
-            "scope": self.scope,
-            "ident": self.get_ident(request),
-        }
 
 
 class RegisterSerializer(serializers.Serializer):
@@ -106,11 +91,29 @@ class RegisterView(OpenAuthView):
 
 
 class ThrottledTokenObtainPairView(TokenObtainPairView):
-    throttle_classes = [AuthRateThrottle]
+    throttle_classes = [AuthRateThrottle, UsernameRateThrottle]
+
+
+class RevocableTokenRefreshSerializer(TokenRefreshSerializer):
+    """simplejwt's refresh, which does not look at the revoke claim: here a
+    refresh token made before the user's password last changed is refused."""
+
+    def validate(self, attrs):
+        refresh = self.token_class(attrs["refresh"])
+        user_id = refresh.payload.get(jwt_settings.USER_ID_CLAIM)
+        user = User.objects.filter(**{jwt_settings.USER_ID_FIELD: user_id}).first()
+        if user is not None and refresh.payload.get(
+            jwt_settings.REVOKE_TOKEN_CLAIM
+        ) != get_md5_hash_password(user.password):
+            raise AuthenticationFailed(
+                "The user's password has been changed.", code="password_changed"
+            )
+        return super().validate(attrs)
 
 
 class ThrottledTokenRefreshView(TokenRefreshView):
     throttle_classes = [AuthRateThrottle]
+    serializer_class = RevocableTokenRefreshSerializer
 
 
 # --- Password reset -----------------------------------------------------------
@@ -120,27 +123,11 @@ RESET_REQUESTED = {
 }
 
 
-def password_reset_token(user) -> str:
-    """One-time: it stops working once the password changes (or it expires)."""
-    uid = urlsafe_base64_encode(force_bytes(user.pk))
-    return f"{uid}.{default_token_generator.make_token(user)}"
-
-
-def _user_for_reset_token(token: str):
-    uid, _, secret = token.partition(".")
-    try:
-        user = User.objects.get(pk=urlsafe_base64_decode(uid).decode())
-    except (ValueError, TypeError, OverflowError, User.DoesNotExist):
-        return None
-    if not user.is_active or not default_token_generator.check_token(user, secret):
-        return None
-    return user
-
-
 @transaction.atomic
 def password_reset_request(*, email: str) -> int:
     """Mail a reset token to each active account with this address; the caller
-    answers the same whether there was one or not."""
+    answers the same whether there was one or not. The job carries the user's
+    id, never the token: the e-mail worker makes it at send time."""
     users = [
         user
         for user in User.objects.filter(email__iexact=email, is_active=True)
@@ -152,7 +139,7 @@ def password_reset_request(*, email: str) -> int:
             template="password_reset",
             data={
                 "userName": user.get_full_name() or user.get_username(),
-                "resetToken": password_reset_token(user),
+                "userId": user.pk,
                 "expiresHours": settings.PASSWORD_RESET_TIMEOUT // 3600,
             },
         )
@@ -162,7 +149,7 @@ def password_reset_request(*, email: str) -> int:
 @transaction.atomic
 def password_reset_confirm(*, token: str, new_password: str):
     """Set the new password; the token and every refresh token die with it."""
-    user = _user_for_reset_token(token)
+    user = password_reset_user(token)
     if user is None:
         raise ValidationError({"token": "This reset token is invalid or expired."})
     try:
@@ -191,6 +178,7 @@ class DetailSerializer(serializers.Serializer):
 
 class PasswordResetView(OpenAuthView):
     serializer_class = PasswordResetSerializer
+    throttle_classes = [AuthRateThrottle, ResetAddressRateThrottle]
 
     @extend_schema(responses=DetailSerializer)
     def post(self, request):

@@ -19,7 +19,6 @@ from rest_framework.exceptions import AuthenticationFailed
 from rest_framework_simplejwt.authentication import JWTAuthentication
 from rest_framework_simplejwt.exceptions import InvalidToken
 from rest_framework_simplejwt.settings import api_settings
-from rest_framework_simplejwt.utils import get_md5_hash_password
 
 from saas.user_cache import user_cached
 
@@ -41,7 +40,7 @@ class CachedUserJWTAuthentication(JWTAuthentication):
             raise AuthenticationFailed(_("User is inactive"), code="user_inactive")
         if api_settings.CHECK_REVOKE_TOKEN and validated_token.get(
             api_settings.REVOKE_TOKEN_CLAIM
-        ) != get_md5_hash_password(user.password):
+        ) != getattr(user, "revoke_hash", None):
             raise AuthenticationFailed(
                 _("The user's password has been changed."), code="password_changed"
             )

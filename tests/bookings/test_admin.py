@@ -111,7 +111,7 @@ def test_admin_salon_add_welcomes_the_owner(admin_client, user):
         {
             "owner": str(user.pk),
             "name": "Studio",
-            "whatsapp_phone_number_id": "777",
+            "whatsapp_phone_number_id": "777000000000777",
             "timezone": "UTC",
             "language": "en_US",
             "email": "",

@@ -7,7 +7,7 @@ pytestmark = pytest.mark.django_db
 
 SALON = {
     "name": "Studio",
-    "whatsapp_phone_number_id": "555000111",
+    "whatsapp_phone_number_id": "555000111000111",
     "timezone": "Europe/Madrid",
 }
 

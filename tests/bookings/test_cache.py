@@ -428,7 +428,9 @@ def test_template_and_conversation_keys_are_invalidated_on_save(user):
 
 def test_new_owner_salon_shows_on_the_all_salons_view(world, user):
     read(world, "owner", {})
-    services.salon_create(owner=user, name="Third", whatsapp_phone_number_id="999")
+    services.salon_create(
+        owner=user, name="Third", whatsapp_phone_number_id="999000000000999"
+    )
     new_user = UserFactory()
     assert dashboard_stats_cached(user=new_user).value["bookings_total"] == 0
     response = read(world, "owner", {})

@@ -228,14 +228,14 @@ def test_update_never_overwrites_the_reminder_stamp(salon):
 
 def test_salon_create_welcomes_the_owner(user):
     salon = services.salon_create(
-        owner=user, name="Studio", whatsapp_phone_number_id="555"
+        owner=user, name="Studio", whatsapp_phone_number_id="555000000000555"
     )
     log = EmailLog.objects.get()
     assert (log.template, log.to) == ("salon_welcome", user.email)
     assert log.data == {
         "ownerName": user.username,
         "salonName": "Studio",
-        "phoneNumberId": "555",
+        "phoneNumberId": "555000000000555",
     }
     assert salon.pk
 

@@ -122,7 +122,7 @@ def test_a_value_the_database_refuses_fails_only_its_own_event(salon):
 
 
 def test_a_reply_links_to_a_message_of_the_same_batch_in_the_same_salon(salon):
-    other = SalonFactory(whatsapp_phone_number_id="999000999")
+    other = SalonFactory(whatsapp_phone_number_id="999000999000999")
     receive(text_body("wamid.QUOTED"))
     reply = text_body("wamid.REPLY")
     reply["entry"][0]["changes"][0]["value"]["messages"][0]["context"] = {
