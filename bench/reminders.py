@@ -240,23 +240,19 @@ def succeeded(log_path: Path) -> int:
 def run_baseline(count: int, log_path: Path) -> float:
     """Jobs on the same queue and worker, for ids that find no row: the floor
     of Celery plus one locking query per id."""
-    from celery import current_app
-
     from bookings import reminders
-    from bookings.tasks import reminder_send
-    from queues.definitions import Priority, celery_priority
+    from queues.definitions import REMINDER
+    from queues.publish import jobs_publish
 
     size = reminders.REMINDER_JOB_SIZE
     jobs = [list(range(-n - size, -n)) for n in range(0, count, size)]
     before = succeeded(log_path)
     started = time.monotonic()
-    with current_app.producer_or_acquire() as producer:
-        for ids in jobs:
-            reminder_send.apply_async(
-                kwargs={"reminder_ids": ids},
-                priority=celery_priority(Priority.REMINDER),
-                producer=producer,
-            )
+    jobs_publish(
+        reminders.REMINDER_SEND_TASK,
+        queue=REMINDER,
+        kwargs_list=[{"reminder_ids": ids} for ids in jobs],
+    )
     wait_for(
         lambda: succeeded(log_path) - before >= len(jobs),
         timeout=1200,

@@ -15,9 +15,8 @@ from bookings.models import Booking, BookingReminder
 from bookings.reminders import reminder_jobs_publish, reminder_too_late_reason
 from bookings.services import booking_local_start
 from bookings.signals import bookings_changed_on_commit
-from messaging.models import MessageTemplate
 from messaging.outbound import message_outbound_record
-from messaging.selectors import customer_service_window_open
+from messaging.selectors import customer_service_window_open, template_approved
 from messaging.services import wa_id_from_phone
 from messaging.whatsapp import SendResult, WhatsAppError, whatsapp_client
 from queues.definitions import REMINDER, RetryableJobError
@@ -54,12 +53,7 @@ def _reminder_outbound(
         booking_local_start(booking),
     ]
     name, language = settings.WHATSAPP_REMINDER_TEMPLATE, salon.language
-    template = MessageTemplate.objects.filter(
-        salon=salon,
-        name=name,
-        language=language,
-        status=MessageTemplate.Status.APPROVED,
-    ).first()
+    template = template_approved(salon=salon, name=name, language=language)
     if template is not None:
         return _Outbound(
             type="template",

@@ -45,3 +45,13 @@ def template_list(*, user, salon_id=None) -> QuerySet[MessageTemplate]:
     if salon_id:
         templates = templates.filter(salon_id=salon_id)
     return templates
+
+
+def template_approved(*, salon, name: str, language: str) -> MessageTemplate | None:
+    """The salon's approved template of this name and language, if any."""
+    return MessageTemplate.objects.filter(
+        salon=salon,
+        name=name,
+        language=language,
+        status=MessageTemplate.Status.APPROVED,
+    ).first()
