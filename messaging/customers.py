@@ -123,16 +123,19 @@ def _identity(start: dict[str, str], sightings: list[Sighting]) -> dict[str, str
     """The identifiers and profile a conversation ends with: the sightings
     applied in time order over what it had."""
     identity = dict(start)
+    retired: set[tuple[str, str]] = set()
     for sighting in sorted(sightings, key=lambda s: s.at):
-        retired = set(sighting.retired)
+        retired.update(sighting.retired)
         if ("p", identity["customer_wa_id"]) in retired:
             identity["customer_wa_id"] = ""
         if ("u", identity["customer_user_id"]) in retired:
             identity["customer_user_id"] = ""
             identity["customer_parent_user_id"] = ""
-        if sighting.phone:
+        # A late message from a retired identifier joins the conversation
+        # without bringing that identifier back.
+        if sighting.phone and ("p", sighting.phone) not in retired:
             identity["customer_wa_id"] = sighting.phone
-        if sighting.user_id:
+        if sighting.user_id and ("u", sighting.user_id) not in retired:
             identity["customer_user_id"] = sighting.user_id
         for key, value in sighting.profile.items():
             if value:
