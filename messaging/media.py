@@ -126,14 +126,14 @@ def message_media_download(*, message_id, final_attempt: bool) -> Message | None
     try:
         name, mime_type, size, digest = _media_fetch_and_store(message)
     except MediaGone as exc:
-        return _media_finish(message, Message.MediaStatus.GONE, error=str(exc))
+        return _media_finish(message, Message.MediaStatus.GONE, media_error=str(exc))
     except MediaRefused as exc:
         logger.warning("Media of message %s refused: %s", message.pk, exc)
-        return _media_finish(message, Message.MediaStatus.REFUSED, error=str(exc))
+        return _media_finish(message, Message.MediaStatus.REFUSED, media_error=str(exc))
     except RetryableJobError as exc:
         if not final_attempt:
             raise
-        return _media_finish(message, Message.MediaStatus.FAILED, error=str(exc))
+        return _media_finish(message, Message.MediaStatus.FAILED, media_error=str(exc))
     finished = _media_finish(
         message,
         Message.MediaStatus.STORED,
@@ -242,11 +242,13 @@ def _media_stream(url: str, spool, *, cap: int) -> tuple[int, bytes, str]:
             served_mime = _mime(response.headers.get("content-type"))
             length = response.headers.get("content-length")
             if length and length.isdigit() and int(length) > cap:
-                raise MediaRefused(f"download of {length} bytes, over {cap} allowed")
+                raise MediaRefused(
+                    f"download of {length} bytes, over the {cap} bytes allowed"
+                )
             for chunk in response.iter_bytes(CHUNK_BYTES):
                 size += len(chunk)
                 if size > cap:
-                    raise MediaRefused(f"download larger than {cap} bytes allowed")
+                    raise MediaRefused(f"download larger than the {cap} bytes allowed")
                 digest.update(chunk)
                 spool.write(chunk)
     except httpx.HTTPError as exc:
