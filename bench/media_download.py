@@ -6,13 +6,17 @@ beat, on PostgreSQL) against the Graph API stand-in in process mode
 (tests/graph_api.py, 0.15 s latency on every Graph answer, media lookups
 included), registers ``--images`` photos there, then in one run, side by side:
 
-1. baseline: ``--images`` text webhooks offered at ``--rate`` (open loop);
+1. text: ``--images`` text webhooks offered at ``--rate`` (open loop);
 2. burst: ``--images`` image webhooks offered at the same rate, each naming a
-   photo the media worker must look up and download.
+   photo the media worker must look up and download, timed until every photo
+   is stored (checked against its SHA-256 by the product);
+3. paused: ``whatsapp:media`` paused (``manage.py queue_pause media``), the
+   same image burst again: the webhooks' own cost without any download.
 
-Reports the acknowledgement latency of both phases (and their p99 ratio), the
-seconds from the burst's first webhook until every photo is stored (checked
-against its SHA-256 by the product), and the load average.
+Reports the acknowledgement latency of each phase, the p99 ratios burst/paused
+(what downloads running meanwhile cost the acknowledgements) and burst/text,
+the media worker's CPU per image, and the load average (other work on the
+machine moves every figure; the phases run back to back to share it).
 
     .venv/bin/python bench/media_download.py [--images 500] [--rate 100]
 
@@ -184,6 +188,7 @@ def main() -> int:
             )
             for i in range(args.images)
         ]
+        media_cpu = product.cpu_seconds("media")
         started = time.monotonic()
         burst = asyncio.run(offer(web_port, images, args.rate))
         done = wait_for(
@@ -191,13 +196,24 @@ def main() -> int:
             args.timeout,
         )
         stored_after = time.monotonic() - started if done else None
+        media_cpu_ms = (product.cpu_seconds("media") - media_cpu) / args.images * 1e3
         counts = media_counts(db_url)
         stats = graph.stats()
+        manage(env, "queue_pause", "media", quiet=True)
+        time.sleep(2)  # the worker's bootstep reads the flag every second
+        again = [
+            webhook_request(
+                web_port,
+                image_body(f"wamid.IMG2.{i:06d}", i, f"{9000000 + i}", contents[i]),
+            )
+            for i in range(args.images)
+        ]
+        paused = asyncio.run(offer(web_port, again, args.rate))
     finally:
         product.stop()
         graph_proc.terminate()
         graph_proc.wait()
-    for phase in (baseline, burst):
+    for phase in (baseline, burst, paused):
         phase.pop("acked")
         phase.pop("timeline")
     result = {
@@ -207,23 +223,29 @@ def main() -> int:
         "media_status": counts,
         "ack_text": baseline,
         "ack_images": burst,
-        "p99_ratio": burst["p99_ms"] / baseline["p99_ms"],
+        "ack_images_media_paused": paused,
+        "p99_ratio_vs_paused": burst["p99_ms"] / paused["p99_ms"],
+        "p99_ratio_vs_text": burst["p99_ms"] / baseline["p99_ms"],
+        "media_worker_cpu_ms_per_image": media_cpu_ms,
         "graph": stats,
         "load_average": os.getloadavg(),
     }
     print(
-        "| images | offered/s | all stored s | stored | ack p50 / p99 ms (text) | "
-        "ack p50 / p99 ms (images) | p99 ratio | errors | load avg |"
+        "| images | offered/s | all stored s | stored | "
+        "ack p50 / p99 ms: text | images, downloading | images, media paused | "
+        "p99 ratio vs paused / vs text | media CPU ms/image | errors | load avg |"
     )
-    print("|" + "---|" * 9)
+    print("|" + "---|" * 11)
     stored = "n/a" if stored_after is None else f"{stored_after:.1f}"
-    errors = sum(burst["errors"].values()) + sum(baseline["errors"].values())
+    errors = sum(sum(p["errors"].values()) for p in (baseline, burst, paused))
     print(
         f"| {args.images} | {args.rate:.0f} | {stored} | "
         f"{counts.get('stored', 0)} | "
         f"{baseline['p50_ms']:.1f} / {baseline['p99_ms']:.1f} | "
         f"{burst['p50_ms']:.1f} / {burst['p99_ms']:.1f} | "
-        f"{result['p99_ratio']:.2f} | {errors} | "
+        f"{paused['p50_ms']:.1f} / {paused['p99_ms']:.1f} | "
+        f"{result['p99_ratio_vs_paused']:.2f} / "
+        f"{result['p99_ratio_vs_text']:.2f} | {media_cpu_ms:.1f} | {errors} | "
         f"{' '.join(f'{x:.2f}' for x in result['load_average'])} |",
         flush=True,
     )
