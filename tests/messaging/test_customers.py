@@ -261,3 +261,22 @@ def test_concurrent_drains_make_one_conversation_for_one_person(salon):
         MARIA_BSUID,
     )
     assert conversation.messages.count() == 2
+
+
+def test_the_api_shows_the_username_cached_or_not(user, other_user):
+    from tests.conftest import client_for
+    from tests.factories import SalonFactory
+
+    salon = SalonFactory(owner=user)
+    conversation = ConversationFactory(
+        salon=salon,
+        customer_wa_id="",
+        customer_user_id=SOFIA_BSUID,
+        customer_username="sofia.cuts",
+    )
+    url = f"/api/conversations/{conversation.pk}/"
+    for _ in range(2):  # computed, then from conversation:{id}
+        body = client_for(user).get(url).json()
+        assert body["customer_username"] == "sofia.cuts"
+        assert (body["customer_wa_id"], body["customer_user_id"]) == ("", SOFIA_BSUID)
+    assert client_for(other_user).get(url).status_code == 404

@@ -262,3 +262,31 @@ def test_a_webhook_photo_is_downloaded_by_the_media_worker_with_retries(
     lookups = [r.status for r in graph.requests if r.path.startswith("/v21.0/")]
     assert sorted(lookups) == [200, 400, 500]
     assert json.loads(json.dumps(stored.content))["id"] == "111"
+
+
+@pytest.mark.django_db
+def test_beat_requeues_media_still_pending(owner_salon):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from saas.redis import queue_redis
+
+    stale = image_message(owner_salon)
+    Message.objects.filter(pk=stale.pk).update(
+        created_at=timezone.now() - timedelta(minutes=10)
+    )
+    fresh = image_message(owner_salon)
+    assert media.messages_media_redrive(older_than=timedelta(minutes=2)) == [stale.pk]
+    # Re-driven once per period, not at every beat.
+    assert media.messages_media_redrive(older_than=timedelta(minutes=2)) == []
+    jobs = [
+        json.loads(raw)
+        for key in queue_redis().keys(f"{MEDIA.name}*")
+        for raw in queue_redis().lrange(key, 0, -1)
+    ]
+    assert [job["headers"]["task"] for job in jobs] == [
+        media.MESSAGE_MEDIA_DOWNLOAD_TASK
+    ]
+    assert str(stale.pk) in jobs[0]["headers"]["kwargsrepr"]
+    assert str(fresh.pk) not in jobs[0]["headers"]["kwargsrepr"]
