@@ -183,6 +183,7 @@ def _resolve(sightings: list[Sighting]) -> list:
     for sighting in sightings:
         by_group.setdefault(groups.find(sighting.nodes()[0]), []).append(sighting)
     survivors: dict[Node, Conversation] = {}
+    identities: dict[Any, dict[str, str]] = {}
     moves: dict[Any, Any] = {}
     merged: list[Conversation] = []
     for root, group in by_group.items():
@@ -195,20 +196,20 @@ def _resolve(sightings: list[Sighting]) -> list:
         for loser in losers:
             moves[loser.pk] = survivor.pk
             merged.append(loser)
-            for field in PROFILE_FIELDS:
+            for field in IDENTITY_FIELDS:
                 start[field] = start[field] or getattr(loser, field)
         identity = _identity(start, group)
         if not (identity["customer_wa_id"] or identity["customer_user_id"]):
             identity["customer_wa_id"] = start["customer_wa_id"]
             identity["customer_user_id"] = start["customer_user_id"]
-        survivor.pending_identity = identity
+        identities[survivor.pk] = identity
     _conversations_merge(moves)
     for loser in merged:  # their cached copies go
         messages_changed_on_commit(loser.salon_id, [loser.pk])
     for survivor in survivors.values():
         changed = {
             field: value
-            for field, value in survivor.pending_identity.items()
+            for field, value in identities[survivor.pk].items()
             if getattr(survivor, field) != value
         }
         if changed:
