@@ -5,6 +5,11 @@ loop fetches anything, stops consuming every queue whose pause flag is set in
 the queue Redis DB; then, every QUEUE_CONTROL_INTERVAL_SECONDS, it follows the
 flags (cancel / re-add its consumer) and writes a heartbeat per queue it
 serves. A worker started while its queue is paused never takes a job from it.
+
+The guarantee does not rest on this polling: a job taken before the worker
+saw the flag is handed back as it is about to start (queues/requests.py), and
+resume is broadcast to the queue's workers (queues/services.py); the polling
+is the fallback for a worker that missed the broadcast.
 """
 
 import logging
@@ -16,6 +21,7 @@ from django.conf import settings
 
 from queues.health import queue_backlog_sample
 from queues.keys import PAUSED_KEY, workers_key
+from queues.requests import consumer_register
 from saas.redis import queue_redis
 
 logger = logging.getLogger(__name__)
@@ -37,6 +43,7 @@ class QueueControl(bootsteps.StartStopStep):
             # Remember what this worker was started for: cancelling a queue
             # deselects it, and a reconnect must not forget it.
             self.queues = sorted(c.app.amqp.queues.consume_from)
+        consumer_register(c)
         try:
             self.apply_pauses(c)
         except redis.RedisError as exc:

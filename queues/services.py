@@ -19,7 +19,7 @@ from queues.definitions import QueueSpec, queue_spec
 from queues.keys import PAUSED_KEY, broker_lists, job_key, log_key, state_key
 from queues.models import QueueAction
 from queues.publish import job_publish
-from queues.selectors import job_detail, job_ids_in_state, queue_stats
+from queues.selectors import job_detail, job_ids_in_state, queue_stats, workers_alive
 from saas.redis import queue_redis
 
 logger = logging.getLogger(__name__)
@@ -75,16 +75,34 @@ def queue_action_log(
     return entry
 
 
+def _broadcast(command: str, spec: QueueSpec) -> None:
+    """Tell the queue's live workers (from their heartbeats) at once; the
+    workers' polling of the flags is the fallback when a broadcast is missed."""
+    workers = workers_alive(spec.name)
+    if not workers:
+        return
+    try:
+        current_app.control.broadcast(
+            command, arguments={"queue": spec.name}, destination=workers, reply=False
+        )
+    except Exception as exc:  # kombu raises several unrelated types here
+        logger.warning("%s not broadcast to %s: %r", command, spec.name, exc)
+
+
 def queue_pause(*, spec: QueueSpec, actor: Actor) -> dict[str, Any]:
-    """Every worker of the queue stops taking new jobs within a second (running
-    jobs finish); the flag outlives worker restarts."""
+    """Once this returns, no job of the queue starts anywhere until it is
+    resumed: a worker that took one before seeing the flag hands it back as it
+    is about to start (queues/requests.py). Running jobs finish; the flag
+    outlives worker restarts."""
     queue_redis().sadd(PAUSED_KEY, spec.name)
+    _broadcast("cancel_consumer", spec)
     queue_action_log(actor=actor, action=QueueAction.Action.PAUSE, queue=spec.name)
     return queue_stats(spec)
 
 
 def queue_resume(*, spec: QueueSpec, actor: Actor) -> dict[str, Any]:
     queue_redis().srem(PAUSED_KEY, spec.name)
+    _broadcast("add_consumer", spec)
     queue_action_log(actor=actor, action=QueueAction.Action.RESUME, queue=spec.name)
     return queue_stats(spec)
 
