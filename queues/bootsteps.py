@@ -37,6 +37,7 @@ class QueueControl(bootsteps.StartStopStep):
         self.timer_ref = None
         self.queues: list[str] | None = None
         self.ticks = 0
+        self.paused_seen: set[str] = set()
 
     def start(self, c):
         if self.queues is None:
@@ -74,13 +75,18 @@ class QueueControl(bootsteps.StartStopStep):
         if consumer is None:
             return
         for queue in self.queues:
+            # Logged on the flag's change: a broadcast may have already moved
+            # the consumer (queues/services.py).
+            if queue in paused and queue not in self.paused_seen:
+                logger.info("Queue %s is paused: not taking its jobs", queue)
+            elif queue not in paused and queue in self.paused_seen:
+                logger.info("Queue %s is resumed: taking its jobs", queue)
             consuming = consumer.consuming_from(queue)
             if queue in paused and consuming:
-                logger.info("Queue %s is paused: not taking its jobs", queue)
                 c.cancel_task_queue(queue)
             elif queue not in paused and not consuming:
-                logger.info("Queue %s is resumed: taking its jobs", queue)
                 c.add_task_queue(queue)
+        self.paused_seen = set(paused) & set(self.queues)
 
     def stop(self, c):
         if self.timer_ref is not None:
