@@ -81,3 +81,9 @@ def messages_outbound_redrive_task() -> int:
             )
         )
     )
+
+
+@shared_task(name=outbound.MESSAGE_TEST_SEND_TASK, **queue_task_options(OUTBOUND))
+def message_test_send_task(salon_id: str, to: str, text: str) -> str:
+    """The operators' test job on whatsapp:outbound."""
+    return outbound.message_test_send(salon_id=salon_id, to=to, text=text)

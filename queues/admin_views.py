@@ -7,8 +7,11 @@ few seconds without reloading. Bulk actions go through a confirmation page
 that says how many jobs they will touch.
 """
 
+from functools import wraps
+
 from django.conf import settings
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -24,6 +27,7 @@ from queues.definitions import (
     queue_spec,
 )
 from queues.models import QueueAction
+from queues.roles import user_can_operate_queues, user_can_view_queues
 from queues.selectors import (
     job_data_for_display,
     job_detail,
@@ -54,10 +58,33 @@ def _spec_or_none(name: str) -> QueueSpec | None:
         return None
 
 
+def viewers_only(view):
+    @wraps(view)
+    def wrapped(request, *args, **kwargs):
+        if not user_can_view_queues(request.user):
+            raise PermissionDenied("You may not view the queues.")
+        return view(request, *args, **kwargs)
+
+    return wrapped
+
+
+def operators_only(view):
+    """Every POST (and every confirmation page) needs the operating permission."""
+
+    @wraps(view)
+    def wrapped(request, *args, **kwargs):
+        if not user_can_operate_queues(request.user):
+            raise PermissionDenied("You may not operate the queues.")
+        return view(request, *args, **kwargs)
+
+    return wrapped
+
+
 def _context(request, title: str, **extra) -> dict:
     return {
         **admin.site.each_context(request),
         "title": title,
+        "can_operate": user_can_operate_queues(request.user),
         "refresh_seconds": REFRESH_SECONDS,
         "flower_url": settings.FLOWER_URL,
         **extra,
@@ -90,6 +117,7 @@ def _chart(queue: str) -> dict:
     }
 
 
+@viewers_only
 def overview_view(request):
     rows = []
     for spec, stats in zip(QUEUES, queues_stats(), strict=True):
@@ -113,6 +141,7 @@ def overview_view(request):
     )
 
 
+@viewers_only
 def queue_view(request, alias: str):
     spec = _spec(alias)
     state = request.GET.get("state") or records.WAITING
@@ -142,6 +171,7 @@ def queue_view(request, alias: str):
     )
 
 
+@viewers_only
 def job_view(request, job_id: str):
     job = job_detail(job_id)
     if job is None:
@@ -169,6 +199,7 @@ def _back(request, fallback: str):
 
 
 @require_POST
+@operators_only
 def pause_view(request, alias: str):
     spec = _spec(alias)
     if request.POST.get("action") == "resume":
@@ -194,6 +225,7 @@ def _clean_params(request) -> tuple[int, str] | None:
     return grace_ms, status
 
 
+@operators_only
 def clean_view(request, alias: str):
     spec = _spec(alias)
     back = reverse("admin:queues-queue", args=[spec.alias])
@@ -230,6 +262,7 @@ def clean_view(request, alias: str):
     )
 
 
+@operators_only
 def retry_failed_view(request, alias: str):
     spec = _spec(alias)
     back = reverse("admin:queues-queue", args=[spec.alias]) + "?state=failed"
@@ -255,6 +288,7 @@ def retry_failed_view(request, alias: str):
 
 
 @require_POST
+@operators_only
 def job_action_view(request, job_id: str):
     job = job_detail(job_id)
     if job is None:

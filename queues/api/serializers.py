@@ -2,6 +2,7 @@
 
 from rest_framework import serializers
 
+from bookings.models import Salon
 from queues.definitions import EMAIL, MESSAGE_STATUS, OUTBOUND, REMINDER, WEBHOOK
 
 E164 = r"^\+[1-9]\d{6,14}$"
@@ -9,7 +10,8 @@ E164 = r"^\+[1-9]\d{6,14}$"
 
 class TestRequestSerializer(serializers.Serializer):
     queueName = serializers.CharField()  # noqa: N815 (the seed's field name)
-    data = serializers.DictField()
+    data = serializers.DictField(required=False, default=dict)
+    dryRun = serializers.BooleanField(default=False)  # noqa: N815
 
 
 class WebhookTestData(serializers.Serializer):
@@ -22,10 +24,19 @@ class MessageStatusTestData(serializers.Serializer):
     status = serializers.ChoiceField(["sent", "delivered", "read", "failed"])
 
 
+def _salon_exists(value):
+    if not Salon.objects.filter(pk=value).exists():
+        raise serializers.ValidationError("No salon with this id.")
+    return value
+
+
 class ReminderTestData(serializers.Serializer):
-    bookingId = serializers.CharField()  # noqa: N815
-    reminderType = serializers.ChoiceField(  # noqa: N815
-        ["day_before", "hour_before"], required=False
+    """The reminder template to ``to`` from the salon's number."""
+
+    salonId = serializers.UUIDField(validators=[_salon_exists])  # noqa: N815
+    to = serializers.RegexField(E164, error_messages={"invalid": "Use E.164."})
+    parameters = serializers.ListField(
+        child=serializers.CharField(max_length=200), required=False, max_length=10
     )
 
 
@@ -37,6 +48,7 @@ class EmailTestData(serializers.Serializer):
 
 
 class OutboundTestData(serializers.Serializer):
+    salonId = serializers.UUIDField(validators=[_salon_exists])  # noqa: N815
     to = serializers.RegexField(E164, error_messages={"invalid": "Use E.164."})
     text = serializers.CharField(max_length=4096)
 

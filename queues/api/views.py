@@ -1,5 +1,6 @@
 """The queue admin API (JWT, staff only): /admin/queue/..."""
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
@@ -19,7 +20,9 @@ from queues.api.serializers import (
     TestRequestSerializer,
 )
 from queues.definitions import QueueSpec, UnknownQueue, queue_spec
+from queues.facade import queue_test_job_run
 from queues.health import health_report
+from queues.roles import user_can_operate_queues, user_can_view_queues
 from queues.selectors import (
     job_data_for_display,
     job_detail,
@@ -35,8 +38,22 @@ def spec_or_404(name: str) -> QueueSpec:
         raise Http404(f"No queue named {name!r}.") from None
 
 
+class CanViewQueues(permissions.BasePermission):
+    def has_permission(self, request, view) -> bool:
+        return user_can_view_queues(request.user)
+
+
+class CanOperateQueues(permissions.BasePermission):
+    """Reads need the viewing permission, everything else the operating one."""
+
+    def has_permission(self, request, view) -> bool:
+        if request.method in permissions.SAFE_METHODS:
+            return user_can_view_queues(request.user)
+        return user_can_operate_queues(request.user)
+
+
 class QueueAdminView(APIView):
-    permission_classes = [permissions.IsAdminUser]
+    permission_classes = [permissions.IsAuthenticated, CanOperateQueues]
 
 
 class QueueStatsView(QueueAdminView):
@@ -105,15 +122,26 @@ class QueueTestJobView(QueueAdminView):
         body = TestRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         spec = spec_or_404(body.validated_data["queueName"])
-        data = TEST_DATA_SERIALIZERS[spec.name](data=body.validated_data["data"])
+        if body.validated_data["dryRun"]:
+            # The machinery alone: a no-op job on the queue.
+            job_id = services.queue_test_job_enqueue(
+                spec=spec, data=body.validated_data["data"], actor=request.user
+            )
+            answer = {"jobId": job_id, "queue": spec.name, "dryRun": True}
+            return Response(answer, status=status.HTTP_202_ACCEPTED)
+        serializer = TEST_DATA_SERIALIZERS.get(spec.name)
+        if serializer is None:
+            raise ValidationError({"queueName": f"No test job for {spec.name}."})
+        data = serializer(data=body.validated_data["data"])
         if not data.is_valid():
             raise ValidationError({"data": data.errors})
-        job_id = services.queue_test_job_enqueue(
-            spec=spec, data=body.validated_data["data"], actor=request.user
-        )
-        return Response(
-            {"jobId": job_id, "queue": spec.name}, status=status.HTTP_202_ACCEPTED
-        )
+        try:
+            answer = queue_test_job_run(
+                spec=spec, data=body.validated_data["data"], actor=request.user
+            )
+        except DjangoValidationError as exc:
+            raise ValidationError({"data": exc.message_dict}) from None
+        return Response(answer, status=status.HTTP_202_ACCEPTED)
 
 
 def job_or_404(job_id: str) -> dict:
