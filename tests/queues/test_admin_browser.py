@@ -2,15 +2,23 @@
 Playwright for Python): log in, see the queues, watch the counts refresh
 without a reload, pause a queue, open a job. Screenshots go to tests/artifacts/."""
 
+import importlib
 from pathlib import Path
 
 import pytest
+from django.apps import apps
+from django.contrib.auth.models import Group
 from django.db import connections
 
 from queues.definitions import WEBHOOK
 from queues.publish import job_publish
+from queues.roles import OPERATORS_GROUP
 from queues.selectors import queue_stats
 from queues.tasks import queue_test_job
+
+roles_migration = importlib.import_module(
+    "queues.migrations.0002_i13_queue_roles_and_redrive"
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -52,9 +60,12 @@ def page(browser, live_server, settings, django_user_model):
     # The live server speaks plain HTTP; production cookies are Secure.
     settings.SESSION_COOKIE_SECURE = False
     settings.CSRF_COOKIE_SECURE = False
-    django_user_model.objects.create_user(
+    ops = django_user_model.objects.create_user(
         username="ops", password="correct-horse-battery", is_staff=True
     )
+    # Issue 13: staff need the operating role for the page's buttons.
+    roles_migration.create_roles(apps, None)
+    ops.groups.add(Group.objects.get(name=OPERATORS_GROUP))
     context = browser.new_context(viewport={"width": 1400, "height": 900})
     page = context.new_page()
     page.set_default_timeout(15_000)
