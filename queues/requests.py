@@ -1,28 +1,35 @@
-"""The worker's pause guarantee, checked as a job is about to start.
+"""The worker's pause guarantee, checked as a job is about to start, and the
+per-queue time of the last job taken (stalled consumers, queues/health.py).
 
 Celery builds each task's Request class at run time and overrides its
 ``execute_using_pool``, which first asks ``revoked()``; that is the last call
 in the consumer's thread before the job goes to the pool. Here it also asks
-whether the job's queue is paused (one SISMEMBER on the queue DB). If it is,
-the message goes back to the head of its priority list untouched (attempts
-unchanged, its record still waiting), and the consumer stops fetching from
-that queue at once instead of at the next control tick (queues/bootsteps.py).
+whether the job's queue is paused, in the same round trip that notes the take
+(SISMEMBER + HSET on the queue DB). If it is paused, the message goes back to
+the head of its priority list untouched (attempts unchanged, its record still
+waiting), and the consumer stops fetching from that queue at once instead of
+at the next control tick (queues/bootsteps.py).
 """
 
 import logging
+import time
 
 import redis
 from celery.worker.request import Request
 from celery.worker.state import task_ready
 from django.conf import settings
 
-from queues.keys import PAUSED_KEY
+from queues.keys import PAUSED_KEY, last_take_key
 from saas.redis import queue_redis
 
 logger = logging.getLogger(__name__)
 
 #: The worker's consumer, set by the QueueControl bootstep (one per process).
 _consumer = None
+#: Queues this worker stopped consuming because of a pause: only these are
+#: taken up again on resume (a consumer cancelled by hand, from Flower or
+#: remote control, stays cancelled, and shows as stalled).
+held: set[str] = set()
 
 
 def consumer_register(consumer) -> None:
@@ -30,11 +37,15 @@ def consumer_register(consumer) -> None:
     _consumer = consumer
 
 
-def queue_is_paused(queue: str) -> bool:
-    """Fails open: with the queue DB unreachable the broker is too, and the job
-    could not be acknowledged anyway."""
+def take_check(queue: str, hostname: str) -> bool:
+    """Note that ``hostname`` takes a job of ``queue`` now; True if the queue
+    is paused. Fails open: with the queue DB unreachable the broker is too,
+    and the job could not be acknowledged anyway."""
     try:
-        return bool(queue_redis().sismember(PAUSED_KEY, queue))
+        pipe = queue_redis().pipeline(transaction=False)
+        pipe.sismember(PAUSED_KEY, queue)
+        pipe.hset(last_take_key(queue), hostname, repr(time.time()))
+        return bool(pipe.execute()[0])
     except redis.RedisError as exc:
         logger.warning("Cannot read the pause flag of %s: %s", queue, exc)
         return False
@@ -52,29 +63,42 @@ def _requeue_at_head(message) -> None:
         message.reject(requeue=True)
 
 
-def _stop_consuming(queue: str) -> None:
+def consumer_hold(queue: str) -> None:
+    """Stop consuming ``queue`` for a pause (consumer thread)."""
     consumer = _consumer
     if consumer is None or consumer.task_consumer is None:
         return
+    held.add(queue)
     if consumer.task_consumer.consuming_from(queue):
-        logger.info("Queue %s is paused: not taking its jobs", queue)
         consumer.cancel_task_queue(queue)
+
+
+def consumer_release(queue: str) -> None:
+    """Consume ``queue`` again if a pause stopped it (consumer thread)."""
+    consumer = _consumer
+    if consumer is None or consumer.task_consumer is None or queue not in held:
+        return
+    held.discard(queue)
+    if not consumer.task_consumer.consuming_from(queue):
+        consumer.add_task_queue(queue)
+    # Waiting through a pause is not a stall: count from the resume.
+    take_check(queue, consumer.hostname)
 
 
 class PauseAwareRequest(Request):
     def revoked(self) -> bool:
         if super().revoked():
             return True
-        if not settings.QUEUE_PAUSE_CHECK_ON_START:
-            return False
         queue = (self.delivery_info or {}).get("routing_key") or ""
-        if not queue or not queue_is_paused(queue):
+        if not queue or not settings.QUEUE_PAUSE_CHECK_ON_START:
+            return False
+        if not take_check(queue, self.hostname or ""):
             return False
         logger.info("Job %s handed back: queue %s is paused", self.id, queue)
         task_ready(self)
         _requeue_at_head(self._message)
         self.acknowledged = True
-        _stop_consuming(queue)
+        consumer_hold(queue)
         # True makes Celery skip the job (TaskRevokedError, caught by the
         # worker), without the revoked bookkeeping: the job is not revoked.
         return True

@@ -17,6 +17,7 @@ from queues.keys import (
     PAUSED_KEY,
     broker_lists,
     job_key,
+    last_take_key,
     log_key,
     minute_key,
     state_key,
@@ -84,6 +85,23 @@ def workers_alive(queue: str, *, stale_after: float | None = None) -> list[str]:
             workers_key(queue), time.time() - stale_after, "+inf"
         )
     )
+
+
+def queue_last_take(queue: str, workers: list[str]) -> float | None:
+    """When the latest of ``workers`` last took a job of ``queue`` (or started
+    consuming it); None if none of them ever did."""
+    if not workers:
+        return None
+    takes = queue_redis().hmget(last_take_key(queue), workers)
+    return max((float(t) for t in takes if t), default=None)
+
+
+def queue_oldest_waiting(queue: str) -> float | None:
+    """When the longest-waiting job of ``queue`` was published (job records)."""
+    oldest = queue_redis().zrange(
+        state_key(queue, records.WAITING), 0, 0, withscores=True
+    )
+    return oldest[0][1] if oldest else None
 
 
 def queue_throughput(queue: str, *, minutes: int = 60) -> list[dict[str, Any]]:

@@ -95,14 +95,14 @@ def queue_pause(*, spec: QueueSpec, actor: Actor) -> dict[str, Any]:
     is about to start (queues/requests.py). Running jobs finish; the flag
     outlives worker restarts."""
     queue_redis().sadd(PAUSED_KEY, spec.name)
-    _broadcast("cancel_consumer", spec)
+    _broadcast("queues_hold", spec)
     queue_action_log(actor=actor, action=QueueAction.Action.PAUSE, queue=spec.name)
     return queue_stats(spec)
 
 
 def queue_resume(*, spec: QueueSpec, actor: Actor) -> dict[str, Any]:
     queue_redis().srem(PAUSED_KEY, spec.name)
-    _broadcast("add_consumer", spec)
+    _broadcast("queues_release", spec)
     queue_action_log(actor=actor, action=QueueAction.Action.RESUME, queue=spec.name)
     return queue_stats(spec)
 
