@@ -7,6 +7,7 @@ few seconds without reloading. Bulk actions go through a confirmation page
 that says how many jobs they will touch.
 """
 
+import json
 from functools import wraps
 
 from django.conf import settings
@@ -19,6 +20,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from queues import records, services
+from queues.api.serializers import edited_job_errors
 from queues.definitions import (
     QUEUES,
     QueueSpec,
@@ -185,6 +187,13 @@ def job_view(request, job_id: str):
             job=job_for_display(job),
             spec=_spec_or_none(job.get("queue") or ""),
             data=job_data_for_display(job),
+            # Operators correct the data as it is (only they can retry it).
+            editable_data=(
+                job.get("kwargs") or "{}"
+                if job.get("state") == records.FAILED
+                and user_can_operate_queues(request.user)
+                else None
+            ),
         ),
     )
 
@@ -304,11 +313,28 @@ def job_action_view(request, job_id: str):
             return HttpResponseRedirect(
                 reverse("admin:queues-queue", args=[spec.alias])
             )
+        if request.POST.get("action") == "edit_retry":
+            return _edit_retry(request, job, fallback)
         services.job_retry(job_id=job_id, actor=request.user)
         messages.success(request, f"Job {job_id} sent again.")
     except services.JobActionRefused as exc:
         messages.error(request, str(exc))
     return _back(request, fallback)
+
+
+def _edit_retry(request, job: dict, fallback: str):
+    try:
+        data = json.loads(request.POST.get("data") or "")
+    except json.JSONDecodeError as exc:
+        messages.error(request, f"The corrected data is not JSON: {exc}.")
+        return HttpResponseRedirect(fallback)
+    errors = edited_job_errors(job.get("task") or "", data)
+    if errors:
+        messages.error(request, f"Not retried: {json.dumps(errors)}")
+        return HttpResponseRedirect(fallback)
+    services.job_retry_edited(job_id=job["id"], kwargs=data, actor=request.user)
+    messages.success(request, f"Job {job['id']} sent again with the corrected data.")
+    return HttpResponseRedirect(fallback)
 
 
 def queue_admin_urls(site: admin.AdminSite | None = None) -> list:

@@ -20,6 +20,7 @@ from queues.keys import PAUSED_KEY, broker_lists, job_key, log_key, state_key
 from queues.models import QueueAction
 from queues.publish import job_publish
 from queues.selectors import job_detail, job_ids_in_state, queue_stats, workers_alive
+from saas.redaction import redact_data
 from saas.redis import queue_redis
 
 logger = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ def queue_action_log(
     job_id: str = "",
     count: int = 0,
     detail: str = "",
+    params: dict[str, Any] | None = None,
 ) -> QueueAction:
     entry = QueueAction.objects.create(
         action=action,
@@ -61,6 +63,7 @@ def queue_action_log(
         job_id=job_id,
         count=count,
         detail=detail[:200],
+        params=params or {},
         **_actor_fields(actor),
     )
     logger.info(
@@ -182,6 +185,52 @@ def job_retry(*, job_id: str, actor: Actor) -> dict[str, Any]:
         actor=actor, action=QueueAction.Action.RETRY, queue=job["queue"], job_id=job_id
     )
     return job
+
+
+def job_retry_edited(
+    *, job_id: str, kwargs: dict[str, Any], actor: Actor
+) -> dict[str, Any]:
+    """Publish a failed job again, under the same id, with corrected data (its
+    keyword arguments, checked by the caller). The record keeps the data it
+    first failed with and who changed it; the action log keeps both."""
+    job = _job_or_404(job_id)
+    if job.get("state") != records.FAILED:
+        raise JobActionRefused(
+            f"Only failed jobs can be retried (this one is {job.get('state')})."
+        )
+    spec = queue_spec(job["queue"])
+    original = job.get("original_kwargs") or job.get("kwargs") or "{}"
+    records.record_transition(
+        job_id=job_id,
+        queue=spec.name,
+        state=None,
+        fields={
+            "original_kwargs": original,
+            "edited_by": _actor_fields(actor)["actor_name"],
+            "edited_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
+    )
+    job_publish(
+        job["task"],
+        queue=spec,
+        args=json.loads(job.get("args") or "[]"),
+        kwargs=kwargs,
+        priority=int(job.get("priority") or spec.priority),
+        job_id=job_id,
+    )
+    try:
+        original_data = json.loads(original)
+    except json.JSONDecodeError:
+        original_data = original
+    queue_action_log(
+        actor=actor,
+        action=QueueAction.Action.EDIT_RETRY,
+        queue=spec.name,
+        job_id=job_id,
+        detail="retried with corrected data",
+        params={"original": redact_data(original_data), "data": redact_data(kwargs)},
+    )
+    return job_detail(job_id) or job
 
 
 def queue_retry_failed_count(*, spec: QueueSpec) -> int:

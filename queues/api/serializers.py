@@ -1,8 +1,14 @@
 """Input of the queue admin API; the test job's data is validated per queue."""
 
+import inspect
+
+from celery import current_app
 from rest_framework import serializers
 
 from bookings.models import Salon
+from bookings.reminder_sending import REMINDER_TEST_SEND_TASK
+from messaging.outbound import MESSAGE_TEST_SEND_TASK
+from notifications.services import EMAIL_SEND_TASK, EmailJobError, email_check
 from queues.definitions import EMAIL, MESSAGE_STATUS, OUTBOUND, REMINDER, WEBHOOK
 
 E164 = r"^\+[1-9]\d{6,14}$"
@@ -60,6 +66,75 @@ TEST_DATA_SERIALIZERS = {
     EMAIL.name: EmailTestData,
     OUTBOUND.name: OutboundTestData,
 }
+
+
+class EmailJobData(serializers.Serializer):
+    """notifications.email_send's keyword arguments."""
+
+    data = serializers.DictField()
+    log_id = serializers.CharField(required=False, allow_null=True)
+
+    def validate_data(self, value):
+        shape = EmailTestData(data=value)
+        if not shape.is_valid():
+            raise serializers.ValidationError(shape.errors)
+        try:
+            email_check(
+                to=value.get("to"),
+                template=value.get("template"),
+                data=value.get("data") or {},
+            )
+        except EmailJobError as exc:
+            raise serializers.ValidationError({exc.field: [str(exc)]}) from None
+        return value
+
+
+class SnakeTestSend(serializers.Serializer):
+    salon_id = serializers.UUIDField(validators=[_salon_exists])
+    to = serializers.RegexField(E164, error_messages={"invalid": "Use E.164."})
+
+
+class OutboundTestSendData(SnakeTestSend):
+    text = serializers.CharField(max_length=4096)
+
+
+class ReminderTestSendData(SnakeTestSend):
+    parameters = serializers.ListField(
+        child=serializers.CharField(max_length=200), max_length=10
+    )
+
+
+class NoopTestJobData(serializers.Serializer):
+    data = serializers.JSONField()
+
+
+#: Per task, the shape of a failed job's corrected keyword arguments; any other
+#: task's are checked against its signature.
+EDITED_JOB_SERIALIZERS = {
+    EMAIL_SEND_TASK: EmailJobData,
+    MESSAGE_TEST_SEND_TASK: OutboundTestSendData,
+    REMINDER_TEST_SEND_TASK: ReminderTestSendData,
+    "queues.test_job": NoopTestJobData,
+}
+
+
+def edited_job_errors(task_name: str, data) -> dict | None:
+    """Field errors of a failed job's corrected data (its keyword arguments),
+    or None when it can be retried with it."""
+    if not isinstance(data, dict):
+        return {"data": ["Expected the job's keyword arguments, an object."]}
+    serializer = EDITED_JOB_SERIALIZERS.get(task_name)
+    if serializer is not None:
+        checked = serializer(data=data)
+        return None if checked.is_valid() else {"data": checked.errors}
+    task = current_app.tasks.get(task_name)
+    if task is None:
+        return {"data": [f"No task {task_name!r} in this deployment."]}
+    try:
+        inspect.signature(task.run).bind(**data)
+    except TypeError as exc:
+        return {"data": [f"Does not fit {task_name}: {exc}."]}
+    return None
 
 
 class CleanParamsSerializer(serializers.Serializer):

@@ -18,6 +18,7 @@ from queues.api.serializers import (
     QueueStatsSerializer,
     RetryFailedResultSerializer,
     TestRequestSerializer,
+    edited_job_errors,
 )
 from queues.definitions import QueueSpec, UnknownQueue, queue_spec
 from queues.facade import queue_test_job_run
@@ -177,12 +178,24 @@ class JobView(QueueAdminView):
 
 class JobRetryView(QueueAdminView):
     @extend_schema(
-        request=None, responses={202: JobAcceptedSerializer, 409: OpenApiTypes.OBJECT}
+        request=OpenApiTypes.OBJECT,
+        responses={202: JobAcceptedSerializer, 409: OpenApiTypes.OBJECT},
     )
     def post(self, request, job_id: str):
-        job_or_404(job_id)
+        """Retry a failed job; with ``{"data": {...}}``, with corrected data
+        (its keyword arguments, validated per task)."""
+        job = job_or_404(job_id)
+        edited = isinstance(request.data, dict) and "data" in request.data
         try:
-            services.job_retry(job_id=job_id, actor=request.user)
+            if edited:
+                errors = edited_job_errors(job.get("task") or "", request.data["data"])
+                if errors:
+                    raise ValidationError(errors)
+                services.job_retry_edited(
+                    job_id=job_id, kwargs=request.data["data"], actor=request.user
+                )
+            else:
+                services.job_retry(job_id=job_id, actor=request.user)
         except services.JobActionRefused as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         return Response({"jobId": job_id}, status=status.HTTP_202_ACCEPTED)
