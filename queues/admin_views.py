@@ -20,6 +20,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from queues import records, services
+from queues.admin_redrive import redrive_page
 from queues.api.serializers import edited_job_errors
 from queues.definitions import (
     QUEUES,
@@ -337,6 +338,11 @@ def _edit_retry(request, job: dict, fallback: str):
     return HttpResponseRedirect(fallback)
 
 
+@operators_only
+def redrive_view(request, alias: str):
+    return redrive_page(request, _spec(alias), _context)
+
+
 def queue_admin_urls(site: admin.AdminSite | None = None) -> list:
     """URLs of the page, mounted inside the admin site (its login and look)."""
     view = (site or admin.site).admin_view
@@ -352,6 +358,7 @@ def queue_admin_urls(site: admin.AdminSite | None = None) -> list:
         path(f"{root}<str:alias>/", view(queue_view), name="queues-queue"),
         path(f"{root}<str:alias>/pause/", view(pause_view), name="queues-pause"),
         path(f"{root}<str:alias>/clean/", view(clean_view), name="queues-clean"),
+        path(f"{root}<str:alias>/redrive/", view(redrive_view), name="queues-redrive"),
         path(
             f"{root}<str:alias>/retry-failed/",
             view(retry_failed_view),

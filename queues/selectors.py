@@ -202,6 +202,42 @@ def queue_jobs(
     return JobPage(jobs=jobs, total=total, page=page, pages=pages, per_page=per_page)
 
 
+def jobs_matching(
+    queue: str,
+    state: str,
+    *,
+    task: str = "",
+    since: float | None = None,
+    until: float | None = None,
+    error: str = "",
+    text: str = "",
+) -> list[str]:
+    """Ids of a queue's jobs in ``state`` that entered it within [since, until],
+    ran ``task`` (exact name), and whose error and data contain the given
+    texts (case-insensitive); oldest first, at most SEARCH_SCAN_LIMIT."""
+    client = queue_redis()
+    ids = client.zrangebyscore(
+        state_key(queue, state),
+        "-inf" if since is None else since,
+        "+inf" if until is None else until,
+        start=0,
+        num=SEARCH_SCAN_LIMIT,
+    )
+    error, text = error.lower(), text.lower()
+    matched = []
+    fields = ("task", "error", "args", "kwargs")
+    for offset in range(0, len(ids), SEARCH_CHUNK):
+        for row in _rows(client, ids[offset : offset + SEARCH_CHUNK], fields):
+            data = f"{row.get('args') or ''} {row.get('kwargs') or ''}".lower()
+            if (
+                (not task or row.get("task") == task)
+                and (not error or error in (row.get("error") or "").lower())
+                and (not text or text in data)
+            ):
+                matched.append(row["id"])
+    return matched
+
+
 def job_detail(job_id: str) -> dict[str, Any] | None:
     client = queue_redis()
     pipe = client.pipeline(transaction=False)

@@ -153,7 +153,7 @@ def _job_or_404(job_id: str) -> dict[str, Any]:
     return job
 
 
-def _republish(job: dict[str, Any]) -> None:
+def republish(job: dict[str, Any]) -> None:
     if job.get("truncated"):
         raise JobActionRefused(
             "This job's data was too large to keep in full; it cannot be retried."
@@ -180,7 +180,7 @@ def job_retry(*, job_id: str, actor: Actor) -> dict[str, Any]:
         raise JobActionRefused(
             f"Only failed jobs can be retried (this one is {job.get('state')})."
         )
-    _republish(job)
+    republish(job)
     queue_action_log(
         actor=actor, action=QueueAction.Action.RETRY, queue=job["queue"], job_id=job_id
     )
@@ -243,7 +243,7 @@ def queue_retry_failed(*, spec: QueueSpec, actor: Actor) -> int:
         job = job_detail(job_id)
         if job is None or job.get("truncated") or job.get("redacted"):
             continue
-        _republish(job)
+        republish(job)
         retried += 1
     queue_action_log(
         actor=actor,

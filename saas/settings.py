@@ -255,6 +255,9 @@ QUEUE_PAUSE_CHECK_ON_START = env.bool("QUEUE_PAUSE_CHECK_ON_START", default=True
 # A queue with waiting jobs and live workers none of which took a job for this
 # long raises queue_stalled.
 QUEUE_STALLED_SECONDS = env.float("QUEUE_STALLED_SECONDS", default=60.0)
+# Re-drive by filter: jobs published again per second (default, and at most).
+QUEUE_REDRIVE_RATE_PER_SECOND = env.float("QUEUE_REDRIVE_RATE_PER_SECOND", default=20.0)
+QUEUE_REDRIVE_MAX_RATE = env.float("QUEUE_REDRIVE_MAX_RATE", default=200.0)
 
 # --- WhatsApp ---------------------------------------------------------------
 WHATSAPP_VERIFY_TOKEN = env("WHATSAPP_VERIFY_TOKEN", default="")

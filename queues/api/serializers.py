@@ -137,6 +137,23 @@ def edited_job_errors(task_name: str, data) -> dict | None:
     return None
 
 
+class RedriveRequestSerializer(serializers.Serializer):
+    state = serializers.ChoiceField(["failed", "completed"], default="failed")
+    task = serializers.CharField(required=False, default="", allow_blank=True)
+    since = serializers.DateTimeField(required=False, allow_null=True, default=None)
+    until = serializers.DateTimeField(required=False, allow_null=True, default=None)
+    error = serializers.CharField(required=False, default="", allow_blank=True)
+    text = serializers.CharField(required=False, default="", allow_blank=True)
+    rate = serializers.FloatField(required=False, allow_null=True, min_value=0.01)
+    dryRun = serializers.BooleanField(default=False)  # noqa: N815
+
+    def validate(self, attrs):
+        since, until = attrs.get("since"), attrs.get("until")
+        if since and until and since > until:
+            raise serializers.ValidationError({"until": "Must be after since."})
+        return attrs
+
+
 class CleanParamsSerializer(serializers.Serializer):
     grace = serializers.IntegerField(min_value=0)
     status = serializers.ChoiceField(["completed", "failed"])

@@ -9,13 +9,14 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from queues import services
+from queues import redrive, services
 from queues.api.serializers import (
     TEST_DATA_SERIALIZERS,
     CleanParamsSerializer,
     CleanResultSerializer,
     JobAcceptedSerializer,
     QueueStatsSerializer,
+    RedriveRequestSerializer,
     RetryFailedResultSerializer,
     TestRequestSerializer,
     edited_job_errors,
@@ -23,6 +24,7 @@ from queues.api.serializers import (
 from queues.definitions import QueueSpec, UnknownQueue, queue_spec
 from queues.facade import queue_test_job_run
 from queues.health import health_report
+from queues.redrive import RedriveFilter
 from queues.roles import user_can_operate_queues, user_can_view_queues
 from queues.selectors import (
     job_data_for_display,
@@ -106,6 +108,38 @@ class QueueRetryFailedView(QueueAdminView):
         spec = spec_or_404(queue)
         retried = services.queue_retry_failed(spec=spec, actor=request.user)
         return Response({"queue": spec.name, "retried": retried})
+
+
+class QueueRedriveView(QueueAdminView):
+    @extend_schema(
+        request=RedriveRequestSerializer,
+        responses={200: OpenApiTypes.OBJECT, 202: OpenApiTypes.OBJECT},
+    )
+    def post(self, request, queue: str):
+        """Re-drive the failed (or completed) jobs matching a filter; with
+        ``dryRun`` only say how many match."""
+        spec = spec_or_404(queue)
+        body = RedriveRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        params = dict(body.validated_data)
+        dry_run, rate = params.pop("dryRun"), params.pop("rate", None)
+        where = RedriveFilter(**params)
+        answer = {"queue": spec.name, "filter": where.as_params()}
+        if dry_run:
+            count = len(redrive.redrive_matches(spec=spec, where=where))
+            return Response({**answer, "matched": count, "dryRun": True})
+        action, ids = redrive.queue_redrive_enqueue(
+            spec=spec, where=where, actor=request.user, rate=rate
+        )
+        return Response(
+            {
+                **answer,
+                "matched": len(ids),
+                "rate": action.params["rate"],
+                "actionId": action.pk,
+            },
+            status=status.HTTP_202_ACCEPTED,
+        )
 
 
 class QueueHealthView(QueueAdminView):
