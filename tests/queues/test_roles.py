@@ -68,6 +68,8 @@ API = [
     ("post", "/admin/queue/retry-failed/webhook", None, 200),
     ("post", "/admin/queue/test", {"queueName": "webhook", "dryRun": True}, 202),
     ("post", "/admin/queue/jobs/f1/retry", None, 202),
+    ("post", "/admin/queue/redrive/webhook", {"dryRun": True}, 200),
+    ("post", "/admin/queue/redrive/webhook", {"task": "none"}, 202),
     ("delete", "/admin/queue/jobs/f2", None, 204),
 ]
 
@@ -117,8 +119,16 @@ PAGE_WRITES = [
         {"status": "failed", "grace_minutes": "0", "confirm": "yes"},
     ),
     ("/admin/queues/webhook/retry-failed/", {"confirm": "yes"}),
+    ("/admin/queues/webhook/redrive/", {"task": "none", "confirm": "yes"}),
 ]
-BUTTONS = ('value="pause"', 'id="bulk-actions"', 'value="retry"', 'value="remove"')
+BUTTONS = (
+    'value="pause"',
+    'id="bulk-actions"',
+    'id="redrive-form"',
+    'value="retry"',
+    'value="remove"',
+    'id="edit-retry-form"',
+)
 
 
 def page_html(client, path):
@@ -145,6 +155,7 @@ def test_page_role_matrix(client):
     for path, data in PAGE_WRITES:
         assert client.post(path, data).status_code == 403
     assert client.get("/admin/queues/webhook/clean/?status=failed").status_code == 403
+    assert client.get("/admin/queues/webhook/redrive/").status_code == 403
     assert QueueAction.objects.count() == 0 and queue_stats(WEBHOOK)["failed"] == 2
     assert queue_stats(WEBHOOK)["paused"] is False
 
@@ -154,7 +165,7 @@ def test_page_role_matrix(client):
     for path, data in PAGE_WRITES:
         assert client.post(path, data).status_code in (200, 302), path
     assert queue_stats(WEBHOOK)["paused"] is True
-    assert QueueAction.objects.count() == 5
+    assert QueueAction.objects.count() == 6
 
 
 def test_the_migration_makes_both_groups():
