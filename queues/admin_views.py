@@ -21,6 +21,7 @@ from django.views.decorators.http import require_POST
 
 from queues import records, services
 from queues.admin_redrive import redrive_page
+from queues.admin_test_job import test_job_post
 from queues.api.serializers import edited_job_errors
 from queues.definitions import (
     QUEUES,
@@ -29,6 +30,7 @@ from queues.definitions import (
     queue_page_prefix,
     queue_spec,
 )
+from queues.health import health_report
 from queues.models import QueueAction
 from queues.roles import user_can_operate_queues, user_can_view_queues
 from queues.selectors import (
@@ -122,6 +124,9 @@ def _chart(queue: str) -> dict:
 
 @viewers_only
 def overview_view(request):
+    _, report = health_report()
+    report_queues = report.get("queues") or {}
+    stalled = {(a["alert"], a["target"]) for a in report.get("alerts", [])}
     rows = []
     for spec, stats in zip(QUEUES, queues_stats(), strict=True):
         rows.append(
@@ -130,6 +135,12 @@ def overview_view(request):
                 "stats": stats,
                 "workers": workers_alive(spec.name),
                 "chart": _chart(spec.name),
+                "health": report_queues.get(spec.name, {}),
+                "stalled": (
+                    "queue_stalled",
+                    spec.name,
+                )
+                in stalled,
             }
         )
     return TemplateResponse(
@@ -338,6 +349,12 @@ def _edit_retry(request, job: dict, fallback: str):
     return HttpResponseRedirect(fallback)
 
 
+@require_POST
+@operators_only
+def test_job_view(request, alias: str):
+    return test_job_post(request, _spec(alias))
+
+
 @operators_only
 def redrive_view(request, alias: str):
     return redrive_page(request, _spec(alias), _context)
@@ -359,6 +376,7 @@ def queue_admin_urls(site: admin.AdminSite | None = None) -> list:
         path(f"{root}<str:alias>/pause/", view(pause_view), name="queues-pause"),
         path(f"{root}<str:alias>/clean/", view(clean_view), name="queues-clean"),
         path(f"{root}<str:alias>/redrive/", view(redrive_view), name="queues-redrive"),
+        path(f"{root}<str:alias>/test/", view(test_job_view), name="queues-test"),
         path(
             f"{root}<str:alias>/retry-failed/",
             view(retry_failed_view),

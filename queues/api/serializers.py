@@ -51,6 +51,7 @@ class EmailTestData(serializers.Serializer):
     subject = serializers.CharField(max_length=200)
     template = serializers.CharField(max_length=100)
     data = serializers.DictField(required=False)
+    priority = serializers.IntegerField(required=False, min_value=1, max_value=10)
 
 
 class OutboundTestData(serializers.Serializer):
@@ -152,6 +153,15 @@ class RedriveRequestSerializer(serializers.Serializer):
         if since and until and since > until:
             raise serializers.ValidationError({"until": "Must be after since."})
         return attrs
+
+
+def test_job_errors(queue: str, data) -> dict | None:
+    """Field errors of a test job's data for ``queue`` (the seed's shapes)."""
+    serializer = TEST_DATA_SERIALIZERS.get(queue)
+    if serializer is None:
+        return {"queueName": [f"No test job for {queue}."]}
+    checked = serializer(data=data)
+    return None if checked.is_valid() else {"data": checked.errors}
 
 
 class CleanParamsSerializer(serializers.Serializer):

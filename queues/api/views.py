@@ -11,7 +11,6 @@ from rest_framework.views import APIView
 
 from queues import redrive, services
 from queues.api.serializers import (
-    TEST_DATA_SERIALIZERS,
     CleanParamsSerializer,
     CleanResultSerializer,
     JobAcceptedSerializer,
@@ -20,6 +19,7 @@ from queues.api.serializers import (
     RetryFailedResultSerializer,
     TestRequestSerializer,
     edited_job_errors,
+    test_job_errors,
 )
 from queues.definitions import QueueSpec, UnknownQueue, queue_spec
 from queues.facade import queue_test_job_run
@@ -164,12 +164,9 @@ class QueueTestJobView(QueueAdminView):
             )
             answer = {"jobId": job_id, "queue": spec.name, "dryRun": True}
             return Response(answer, status=status.HTTP_202_ACCEPTED)
-        serializer = TEST_DATA_SERIALIZERS.get(spec.name)
-        if serializer is None:
-            raise ValidationError({"queueName": f"No test job for {spec.name}."})
-        data = serializer(data=body.validated_data["data"])
-        if not data.is_valid():
-            raise ValidationError({"data": data.errors})
+        errors = test_job_errors(spec.name, body.validated_data["data"])
+        if errors:
+            raise ValidationError(errors)
         try:
             answer = queue_test_job_run(
                 spec=spec, data=body.validated_data["data"], actor=request.user

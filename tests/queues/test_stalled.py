@@ -63,6 +63,10 @@ def test_a_cancelled_consumer_with_a_live_worker_is_stalled(
     assert EMAIL.name not in stalled_targets()
     assert last_take_age(client, WEBHOOK.name) > STALLED_SECONDS
     assert job_detail(job.id)["state"] == "waiting"
+    client.force_login(staff_user)
+    row = client.get("/admin/queues/").content.decode()
+    row = row[row.index(f'data-queue="{WEBHOOK.name}"') :]
+    assert "queues-stalled" in row[: row.index("</tr>")]
 
     # The control tick leaves a consumer cancelled by hand alone.
     assert not consuming(host, WEBHOOK.name)

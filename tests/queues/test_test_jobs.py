@@ -16,7 +16,7 @@ from tests.factories import SalonFactory
 from tests.graph_api import DEFAULT_TOKEN, GraphApiStandIn
 from tests.messaging.conftest import SALON_PHONE_NUMBER_ID, fixture_json
 from tests.notifications.test_services import BOOKING_DATA
-from tests.utils import wait_until
+from tests.utils import queued_jobs, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -159,3 +159,54 @@ def test_bad_test_job_data_is_400_naming_the_field(staff_client, queue, data, fi
     assert sum(queue_stats(spec)["waiting"] for spec in QUEUES) == 0
     assert not EmailLog.objects.exists() and not WebhookEvent.objects.exists()
     assert not QueueAction.objects.exists()
+
+
+EMAIL_DATA = {
+    "to": "oncall@example.com",
+    "subject": "Queue check",
+    "template": "salon_welcome",
+    "data": {"ownerName": "Ana", "salonName": "Test"},
+}
+
+
+@pytest.mark.django_db
+def test_test_job_from_the_page(client, staff_user, django_capture_on_commit_callbacks):
+    client.force_login(staff_user)
+    url = "/admin/queues/email/test/"
+    with django_capture_on_commit_callbacks(execute=True):
+        sent = client.post(url, {"data": json.dumps(EMAIL_DATA)}, follow=True)
+    assert "Test job sent to notification:email" in sent.content.decode()
+    [log] = EmailLog.objects.all()
+    [job] = queued_jobs("notification:email", task="notifications.email_send")
+    assert job["kwargs"]["data"]["to"] == "oncall@example.com"
+    assert job["kwargs"]["log_id"] == str(log.pk)
+
+    bad = client.post(url, {"data": '{"to": "nobody"}'}, follow=True)
+    assert "Test job not sent" in bad.content.decode()
+    client.post(url, {"data": "{", "dry_run": "1"})
+    client.post(url, {"data": "{}", "dry_run": "1"})
+    [noop] = queued_jobs("notification:email", task="queues.test_job")
+    assert noop["kwargs"] == {"data": {}}
+    assert EmailLog.objects.count() == 1
+    assert QueueAction.objects.filter(action="test").count() == 2
+
+
+@pytest.mark.django_db
+def test_test_job_from_the_command(django_capture_on_commit_callbacks):
+    from io import StringIO
+
+    from django.core.management import CommandError, call_command
+
+    out = StringIO()
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command(
+            "queue_test", "email", "--data", json.dumps(EMAIL_DATA), stdout=out
+        )
+    assert json.loads(out.getvalue())["emailLogId"] == str(EmailLog.objects.get().pk)
+    assert queued_jobs("notification:email", task="notifications.email_send")
+    with pytest.raises(CommandError, match="to"):
+        call_command("queue_test", "email", "--data", '{"to": "x"}')
+    with pytest.raises(CommandError, match="JSON"):
+        call_command("queue_test", "email", "--data", "{")
+    call_command("queue_test", "webhook", "--dry-run", stdout=out)
+    assert queued_jobs("whatsapp:webhook", task="queues.test_job")
