@@ -12,7 +12,7 @@ from queues.keys import TEST_JOB_LOG_KEY
 from queues.models import QueueAction
 from queues.selectors import job_detail, queue_stats
 from saas.redis import queue_redis
-from tests.factories import SalonFactory
+from tests.factories import MessageFactory, SalonFactory
 from tests.graph_api import DEFAULT_TOKEN, GraphApiStandIn
 from tests.messaging.conftest import SALON_PHONE_NUMBER_ID, fixture_json
 from tests.notifications.test_services import BOOKING_DATA
@@ -210,3 +210,20 @@ def test_test_job_from_the_command(django_capture_on_commit_callbacks):
         call_command("queue_test", "email", "--data", "{")
     call_command("queue_test", "webhook", "--dry-run", stdout=out)
     assert queued_jobs("whatsapp:webhook", task="queues.test_job")
+
+
+def test_message_status_test_job_applies_the_status(staff_client, start_worker):
+    message = MessageFactory(
+        direction=Message.Direction.OUTBOUND, status=Message.Status.SENT
+    )
+    response = post_test(
+        staff_client,
+        "message-status",
+        {"messageId": str(message.pk), "status": "delivered"},
+    )
+    assert response.status_code == 202
+    start_worker("whatsapp:message-status")
+    job_id = response.json()["jobId"]
+    wait_until(lambda: state(job_id) == "completed", timeout=60)
+    message.refresh_from_db()
+    assert message.status == "delivered" and message.delivered_at is not None
