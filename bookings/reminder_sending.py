@@ -2,6 +2,7 @@
 most once, under its booking's and its row's locks; the sent message is
 recorded by messaging, in the same transaction."""
 
+import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -11,7 +12,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from bookings.models import Booking, BookingReminder
+from bookings.models import Booking, BookingReminder, Salon
 from bookings.reminders import reminder_jobs_publish, reminder_too_late_reason
 from bookings.services import booking_local_start
 from bookings.signals import bookings_changed_on_commit
@@ -20,6 +21,8 @@ from messaging.selectors import customer_service_window_open, template_approved
 from messaging.services import wa_id_from_phone
 from messaging.whatsapp import SendResult, WhatsAppError, whatsapp_client
 from queues.definitions import REMINDER, RetryableJobError
+
+logger = logging.getLogger(__name__)
 
 #: A job starts no new send after this long and hands the rest to a new job,
 #: so a slow Meta never drives it into the task time limit mid-send.
@@ -238,3 +241,28 @@ def reminders_deliver(*, reminder_ids: list[int]) -> dict[str, int]:
             + "; ".join(retry_errors[:5])
         )
     return outcome
+
+
+REMINDER_TEST_SEND_TASK = "bookings.reminder_test_send"
+
+
+def reminder_test_send(*, salon_id: str, to: str, parameters: list[str]) -> str:
+    """The operators' test job on booking:reminder (POST /admin/queue/test): the
+    reminder template (WHATSAPP_REMINDER_TEMPLATE, in the salon's language)
+    sent to ``to`` from the salon's number. Nothing is recorded. Returns the
+    wamid."""
+    salon = Salon.objects.get(pk=salon_id)
+    try:
+        result = whatsapp_client().send_template(
+            phone_number_id=salon.whatsapp_phone_number_id,
+            to=wa_id_from_phone(to),
+            name=settings.WHATSAPP_REMINDER_TEMPLATE,
+            language=salon.language,
+            parameters=parameters,
+        )
+    except WhatsAppError as exc:
+        if exc.retryable:
+            raise RetryableJobError(str(exc)) from exc
+        raise
+    logger.info("Test reminder %s sent to %s", result.wamid, to)
+    return result.wamid

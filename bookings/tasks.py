@@ -19,3 +19,13 @@ def reminder_dispatch() -> dict:
 def reminder_send(reminder_ids: list[int]) -> dict[str, int]:
     """Send queued reminders, each at most once (reminder_sending.reminder_deliver)."""
     return reminder_sending.reminders_deliver(reminder_ids=reminder_ids)
+
+
+@shared_task(
+    name=reminder_sending.REMINDER_TEST_SEND_TASK, **queue_task_options(REMINDER)
+)
+def reminder_test_send(salon_id: str, to: str, parameters: list[str]) -> str:
+    """The operators' test job on booking:reminder."""
+    return reminder_sending.reminder_test_send(
+        salon_id=salon_id, to=to, parameters=parameters
+    )

@@ -107,3 +107,9 @@ def messages_media_redrive_task() -> int:
             older_than=timedelta(seconds=settings.WHATSAPP_MEDIA_REDRIVE_AFTER_SECONDS)
         )
     )
+
+
+@shared_task(name=outbound.MESSAGE_TEST_SEND_TASK, **queue_task_options(OUTBOUND))
+def message_test_send_task(salon_id: str, to: str, text: str) -> str:
+    """The operators' test job on whatsapp:outbound."""
+    return outbound.message_test_send(salon_id=salon_id, to=to, text=text)

@@ -12,6 +12,7 @@ The broker's own lists are kombu's; the rest are ours. Named here once, so
 - ``jobs:dur:{queue}``       hash: job duration histogram (bucket -> count)
 - ``queues:paused``          set: the paused queues (pause outlives restarts)
 - ``queues:workers:{queue}`` sorted set: worker heartbeats
+- ``queues:last-take:{queue}`` hash: worker -> when it last took a job of it
 - ``queues:backlog:{queue}`` since when a queue's backlog is over the threshold
 - ``queues:test-jobs``       list: the operators' test jobs' data, newest first
 - ``whatsapp:webhook:drain`` set while a webhook drain job is queued or running
@@ -55,6 +56,10 @@ def duration_key(queue: str) -> str:
 
 def workers_key(queue: str) -> str:
     return f"queues:workers:{queue}"
+
+
+def last_take_key(queue: str) -> str:
+    return f"queues:last-take:{queue}"
 
 
 def backlog_key(queue: str) -> str:

@@ -254,6 +254,15 @@ QUEUE_CONTROL_INTERVAL_SECONDS = env.float(
     "QUEUE_CONTROL_INTERVAL_SECONDS", default=1.0
 )
 QUEUE_HEARTBEAT_STALE_SECONDS = env.float("QUEUE_HEARTBEAT_STALE_SECONDS", default=10.0)
+# Issue 13: a job of a paused queue is handed back as it is about to start
+# (off only to measure the check's cost, bench/pause_check.py).
+QUEUE_PAUSE_CHECK_ON_START = env.bool("QUEUE_PAUSE_CHECK_ON_START", default=True)
+# A queue with waiting jobs and live workers none of which took a job for this
+# long raises queue_stalled.
+QUEUE_STALLED_SECONDS = env.float("QUEUE_STALLED_SECONDS", default=60.0)
+# Re-drive by filter: jobs published again per second (default, and at most).
+QUEUE_REDRIVE_RATE_PER_SECOND = env.float("QUEUE_REDRIVE_RATE_PER_SECOND", default=20.0)
+QUEUE_REDRIVE_MAX_RATE = env.float("QUEUE_REDRIVE_MAX_RATE", default=200.0)
 
 # --- WhatsApp ---------------------------------------------------------------
 WHATSAPP_VERIFY_TOKEN = env("WHATSAPP_VERIFY_TOKEN", default="")
