@@ -227,3 +227,27 @@ def test_message_status_test_job_applies_the_status(staff_client, start_worker):
     wait_until(lambda: state(job_id) == "completed", timeout=60)
     message.refresh_from_db()
     assert message.status == "delivered" and message.delivered_at is not None
+
+
+def test_media_test_job_downloads_a_pending_message_s_media(
+    staff_client, start_worker, graph, tmp_path
+):
+    """whatsapp:media's test job runs the real download for a message whose
+    media is still pending (the Graph stand-in serves it)."""
+    from tests.messaging.test_media import MEDIA_ID, PHOTO, image_message
+
+    salon = SalonFactory(whatsapp_phone_number_id=SALON_PHONE_NUMBER_ID)
+    message = image_message(salon)
+    graph.add_media(MEDIA_ID, PHOTO, "image/jpeg")
+    response = post_test(staff_client, "media", {"messageId": str(message.pk)})
+    assert response.status_code == 202, response.content
+    start_worker(
+        "whatsapp:media",
+        env={**cloud_env(graph), "MEDIA_ROOT": str(tmp_path / "media")},
+    )
+    wait_until(lambda: state(response.json()["jobId"]) == "completed", timeout=60)
+    message.refresh_from_db()
+    assert message.media_status == "stored" and message.media_size == len(PHOTO)
+
+    unknown = post_test(staff_client, "media", {"messageId": str(message.salon_id)})
+    assert unknown.status_code == 400 and "messageId" in str(unknown.json())
