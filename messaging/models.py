@@ -149,6 +149,9 @@ class WebhookEvent(models.Model):
         PROCESSED = "processed"
         IGNORED = "ignored"
         FAILED = "failed"
+        # Claimed by too many drains that never finished it (the worker died
+        # on it): set aside for an operator, re-drivable from the queue page.
+        QUARANTINED = "quarantined"
 
     received_at = models.DateTimeField(db_index=True)
     body = models.TextField(help_text="The raw body, exactly as signed by Meta.")
@@ -156,6 +159,9 @@ class WebhookEvent(models.Model):
         max_length=16, choices=Status.choices, default=Status.PENDING
     )
     attempts = models.PositiveIntegerField(default=0)
+    # Claims by drains, counted outside the batch's transaction so that a
+    # worker that dies mid-batch cannot roll them back (issue 17).
+    claims = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True)
     processed_at = models.DateTimeField(null=True, blank=True)
     redriven_at = models.DateTimeField(null=True, blank=True)
