@@ -37,8 +37,8 @@ logger = logging.getLogger(__name__)
 #: One statement whatever the group's size, so PostgreSQL can keep it prepared.
 _INSERT_SQL = (
     "INSERT INTO messaging_webhookevent "
-    "(received_at, body, status, attempts, claims, last_error) "
-    "SELECT %s, body, 'pending', 0, 0, '' FROM unnest(%s::text[]) AS body"
+    "(received_at, body, status, attempts, last_error) "
+    "SELECT %s, body, 'pending', 0, '' FROM unnest(%s::text[]) AS body"
 )
 
 

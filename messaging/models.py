@@ -159,9 +159,6 @@ class WebhookEvent(models.Model):
         max_length=16, choices=Status.choices, default=Status.PENDING
     )
     attempts = models.PositiveIntegerField(default=0)
-    # Claims by drains, counted outside the batch's transaction so that a
-    # worker that dies mid-batch cannot roll them back (issue 17).
-    claims = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True)
     processed_at = models.DateTimeField(null=True, blank=True)
     redriven_at = models.DateTimeField(null=True, blank=True)
