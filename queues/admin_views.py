@@ -15,9 +15,12 @@ from django.urls import path, reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
+from messaging.inbox import webhook_event_release
+from messaging.inbox_claims import webhook_events_quarantined
 from queues import records, services
 from queues.definitions import (
     QUEUES,
+    WEBHOOK,
     QueueSpec,
     UnknownQueue,
     queue_page_prefix,
@@ -138,8 +141,21 @@ def queue_view(request, alias: str):
             page=page,
             search=search,
             chart=_chart(spec.name),
+            quarantined=(
+                webhook_events_quarantined() if spec.name == WEBHOOK.name else None
+            ),
         ),
     )
+
+
+@require_POST
+def webhook_event_release_view(request, event_id: int):
+    """Re-drive a quarantined webhook event (issue 17)."""
+    if webhook_event_release(event_id=event_id):
+        messages.success(request, f"Webhook event {event_id} re-driven.")
+    else:
+        messages.error(request, f"Webhook event {event_id} is not quarantined.")
+    return HttpResponseRedirect(reverse("admin:queues-queue", args=[WEBHOOK.alias]))
 
 
 def job_view(request, job_id: str):
@@ -288,6 +304,11 @@ def queue_admin_urls(site: admin.AdminSite | None = None) -> list:
             f"{root}jobs/<str:job_id>/action/",
             view(job_action_view),
             name="queues-job-action",
+        ),
+        path(
+            f"{root}webhook-events/<int:event_id>/release/",
+            view(webhook_event_release_view),
+            name="queues-webhook-event-release",
         ),
         path(f"{root}<str:alias>/", view(queue_view), name="queues-queue"),
         path(f"{root}<str:alias>/pause/", view(pause_view), name="queues-pause"),
