@@ -19,6 +19,7 @@ import logging
 import threading
 import time
 
+import psycopg
 from django.conf import settings
 from django.db import (
     DatabaseError,
@@ -38,7 +39,7 @@ logger = logging.getLogger(__name__)
 _INSERT_SQL = (
     "INSERT INTO messaging_webhookevent "
     "(received_at, body, status, attempts, last_error) "
-    "SELECT %s, body, 'pending', 0, '' FROM unnest(%s::text[]) AS body"
+    "SELECT %b, body, 'pending', 0, '' FROM unnest(%b::text[]) AS body"
 )
 
 
@@ -177,8 +178,13 @@ def _insert(bodies: list[str]) -> None:
             )
         return
     connection.health_check_done = True
-    with connection.cursor() as cursor:
-        cursor.execute(_INSERT_SQL, [received_at, bodies])
+    connection.ensure_connection()
+    # psycopg's own cursor: server-side binding and a prepared statement (the
+    # query text never changes), where Django's client-side binding would
+    # quote every body into the SQL text in Python.
+    with connection.wrap_database_errors:
+        with psycopg.Cursor(connection.connection) as cursor:
+            cursor.execute(_INSERT_SQL, [received_at, bodies], prepare=True)
 
 
 #: The process's committer: every thread of a web process shares it.
