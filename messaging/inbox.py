@@ -235,6 +235,12 @@ def webhook_events_process_batch(*, limit: int) -> int:
     """Claim up to ``limit`` pending events nobody holds and apply them in one
     transaction. Returns how many were claimed.
 
+    Each event's claim is counted on the broker's Redis before any work on
+    it (messaging/inbox_claims.py), so a worker that dies mid-batch leaves a
+    trace its transaction cannot roll back: an event claimed before and never
+    finished is applied alone, after the batch; one claimed
+    WHATSAPP_WEBHOOK_MAX_CLAIMS times is quarantined instead.
+
     A database or broker error rolls the batch back and raises
     RetryableJobError. Any other error (a bug, or data we did not foresee) is
     narrowed down by processing the batch's events one by one, so that only
@@ -259,8 +265,11 @@ def webhook_events_process_batch(*, limit: int) -> int:
                 webhook_events_apply(events)
         claims_forget(fresh + list(poison))
     except (OperationalError, InterfaceError, BrokerError) as exc:
+        # The process survived: not a poison body, so the claim does not count.
+        claims_forget(fresh)
         raise RetryableJobError(f"webhook batch: {exc!r}") from exc
     except Exception:
+        claims_forget(fresh)  # narrowed down one by one below, counted there
         logger.exception(
             "Webhook batch of %d failed; processing its events one by one",
             len(fresh),
@@ -324,7 +333,9 @@ def webhook_event_process(*, event_id: int) -> WebhookEvent | None:
         raise
     except (OperationalError, InterfaceError, BrokerError) as exc:
         # The database or the broker (fanning statuses out) is away: the
-        # transaction rolled back, so the event is still pending; retry.
+        # transaction rolled back, so the event is still pending; retry. The
+        # process survived, so the claim does not count towards quarantine.
+        claims_forget([event_id])
         raise RetryableJobError(f"webhook event {event_id}: {exc!r}") from exc
     except Exception as exc:
         logger.exception("Webhook event %s failed", event_id)
