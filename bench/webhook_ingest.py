@@ -20,8 +20,8 @@ with a warning when it was above 1.0 at the start.
     .venv/bin/python bench/webhook_ingest.py --find-max      # highest rate held
 
 ``--find-max`` raises the rate (new path) from ``--start`` by ``--step`` until
-ack p99 passes 100 ms (or fewer than 99% are acknowledged) and prints the
-highest rate that held.
+ack p99 passes 100 ms (or fewer than 99% are acknowledged) twice in a row at
+the same rate, and prints the highest rate that held.
 
 It uses a database and Redis DBs of its own (salon_bench_wa, REDIS_DB=2,
 REDIS_QUEUE_DB=3 by default), drops and re-creates the database, flushes those
@@ -297,7 +297,22 @@ def main() -> int:
                 results.append(row)
                 print_row(row, header=len(results) == 1)
                 if not held(row):
-                    break
+                    # One noisy tail on a shared machine is not the limit:
+                    # a rate fails only if it fails twice in a row.
+                    row = measure(
+                        product,
+                        "web",
+                        web_port,
+                        rate,
+                        args.duration,
+                        db_url,
+                        args,
+                        "new-again",
+                    )
+                    results.append(row)
+                    print_row(row, header=False)
+                    if not held(row):
+                        break
                 best = rate
                 rate += args.step
             print(
