@@ -32,6 +32,7 @@ def webhook_events_drain_task(self) -> int:
         batch_size=settings.WHATSAPP_WEBHOOK_BATCH_SIZE,
         time_budget=settings.WHATSAPP_WEBHOOK_DRAIN_SECONDS,
         linger=settings.WHATSAPP_WEBHOOK_DRAIN_LINGER_SECONDS,
+        linger_min=settings.WHATSAPP_WEBHOOK_DRAIN_LINGER_MIN_SECONDS,
     )
 
 

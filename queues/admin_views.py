@@ -19,12 +19,16 @@ from django.urls import path, reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
+from messaging.inbox_claims import webhook_events_quarantined
 from queues import records, services
+from queues.admin_charts import throughput_chart
 from queues.admin_redrive import redrive_page
 from queues.admin_test_job import test_job_post
+from queues.admin_webhook_events import webhook_event_release_post
 from queues.api.serializers import edited_job_errors
 from queues.definitions import (
     QUEUES,
+    WEBHOOK,
     QueueSpec,
     UnknownQueue,
     queue_page_prefix,
@@ -39,14 +43,12 @@ from queues.selectors import (
     job_for_display,
     queue_jobs,
     queue_stats,
-    queue_throughput,
     queues_stats,
     workers_alive,
 )
 
 REFRESH_SECONDS = 5
 PER_PAGE = 25
-CHART_HEIGHT = 40
 
 
 def _spec(alias: str) -> QueueSpec:
@@ -96,32 +98,6 @@ def _context(request, title: str, **extra) -> dict:
     }
 
 
-def _chart(queue: str) -> dict:
-    series = queue_throughput(queue)
-    peak = max((p["completed"] + p["failed"] for p in series), default=0) or 1
-    bars = []
-    for i, point in enumerate(series):
-        done = round(point["completed"] * CHART_HEIGHT / peak, 1)
-        failed = round(point["failed"] * CHART_HEIGHT / peak, 1)
-        bars.append(
-            {
-                "x": i * 4,
-                "completed_h": done,
-                "completed_y": CHART_HEIGHT - done,
-                "failed_h": failed,
-                "failed_y": CHART_HEIGHT - done - failed,
-                **point,
-            }
-        )
-    return {
-        "bars": bars,
-        "completed": sum(p["completed"] for p in series),
-        "failed": sum(p["failed"] for p in series),
-        "height": CHART_HEIGHT,
-        "width": len(series) * 4,
-    }
-
-
 @viewers_only
 def overview_view(request):
     _, report = health_report()
@@ -134,7 +110,7 @@ def overview_view(request):
                 "spec": spec,
                 "stats": stats,
                 "workers": workers_alive(spec.name),
-                "chart": _chart(spec.name),
+                "chart": throughput_chart(spec.name),
                 "health": report_queues.get(spec.name, {}),
                 "stalled": (
                     "queue_stalled",
@@ -180,9 +156,18 @@ def queue_view(request, alias: str):
             states=records.STATES,
             page=page,
             search=search,
-            chart=_chart(spec.name),
+            chart=throughput_chart(spec.name),
+            quarantined=(
+                webhook_events_quarantined() if spec.name == WEBHOOK.name else None
+            ),
         ),
     )
+
+
+@operators_only
+@require_POST
+def webhook_event_release_view(request, event_id: int):
+    return webhook_event_release_post(request, event_id)
 
 
 @viewers_only
@@ -371,6 +356,11 @@ def queue_admin_urls(site: admin.AdminSite | None = None) -> list:
             f"{root}jobs/<str:job_id>/action/",
             view(job_action_view),
             name="queues-job-action",
+        ),
+        path(
+            f"{root}webhook-events/<int:event_id>/release/",
+            view(webhook_event_release_view),
+            name="queues-webhook-event-release",
         ),
         path(f"{root}<str:alias>/", view(queue_view), name="queues-queue"),
         path(f"{root}<str:alias>/pause/", view(pause_view), name="queues-pause"),

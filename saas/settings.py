@@ -439,6 +439,23 @@ WHATSAPP_WEBHOOK_DRAIN_FLAG_SECONDS = env.int(
     "WHATSAPP_WEBHOOK_DRAIN_FLAG_SECONDS", default=30
 )
 
+# --- Webhook ingest (issue 17) -------------------------------------------------
+# Concurrent webhooks of one web process share one INSERT and one commit; a
+# commit in preparation waits at most this long for requests still being
+# verified (a request that is alone never waits).
+WEBHOOK_GROUP_COMMIT_WINDOW_SECONDS = env.float(
+    "WEBHOOK_GROUP_COMMIT_WINDOW_SECONDS", default=0.002
+)
+# The drain's linger adapts between these bounds: no wait while batches come
+# back nearly empty (moderate load: latency first), up to the maximum while
+# they fill (bursts: fuller batches).
+WHATSAPP_WEBHOOK_DRAIN_LINGER_MIN_SECONDS = env.float(
+    "WHATSAPP_WEBHOOK_DRAIN_LINGER_MIN_SECONDS", default=0.005
+)
+# An event claimed by this many drains that never finished it (the worker
+# died on it) is quarantined instead of being claimed again.
+WHATSAPP_WEBHOOK_MAX_CLAIMS = env.int("WHATSAPP_WEBHOOK_MAX_CLAIMS", default=3)
+
 # --- E-mail re-drive (issue 7, found by the soak) -----------------------------
 # Beat re-queues e-mails still queued and untouched after this long (their
 # enqueue failed in a broker outage, or their job was lost), at most this many
