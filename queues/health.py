@@ -12,7 +12,7 @@ from django.db import connection
 
 from queues.keys import backlog_key, broker_lists
 from queues.selectors import queue_failure_rate, queues_stats, workers_alive
-from saas.redis import queue_redis
+from saas.redis import queue_redis, redis_client
 
 BACKLOG_THRESHOLD = 1000
 FAILURE_RATE_ALERT = 0.05
@@ -67,8 +67,8 @@ def _redis_health(client) -> dict[str, Any]:
 
 
 def _cache_client():
-    return redis.Redis.from_url(
-        settings.REDIS_CACHE_URL,
+    return redis_client(
+        "cache",
         socket_connect_timeout=settings.REDIS_CONNECT_TIMEOUT,
         socket_timeout=max(settings.REDIS_SOCKET_TIMEOUT, 0.5),
         decode_responses=True,

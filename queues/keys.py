@@ -15,6 +15,8 @@ The broker's own lists are kombu's; the rest are ours. Named here once, so
 - ``queues:backlog:{queue}`` since when a queue's backlog is over the threshold
 - ``queues:test-jobs``       list: the operators' test jobs' data, newest first
 - ``whatsapp:webhook:drain`` set while a webhook drain job is queued or running
+- ``queues:beat:leader``     the beat that holds the lease (the others stand by)
+- ``queues:beat:sent:{name}`` set when a periodic task was sent, for most of its period
 """
 
 #: kombu's Redis transport keeps priority level n of queue q in "q\x06\x16n".
@@ -26,6 +28,11 @@ JOB_PREFIX = "jobs"
 PAUSED_KEY = "queues:paused"
 TEST_JOB_LOG_KEY = "queues:test-jobs"
 DRAIN_FLAG_KEY = "whatsapp:webhook:drain"
+BEAT_LEADER_KEY = "queues:beat:leader"
+
+
+def beat_sent_key(entry_name: str) -> str:
+    return f"queues:beat:sent:{entry_name}"
 
 
 def broker_lists(queue: str) -> list[str]:

@@ -117,7 +117,7 @@ def celery_beat_args() -> list[str]:
         "saas",
         "beat",
         "-S",
-        "django_celery_beat.schedulers:DatabaseScheduler",
+        "queues.beat_leader:LeaderScheduler",
         "-l",
         "INFO",
         "--pidfile=",
