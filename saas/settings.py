@@ -469,3 +469,6 @@ EMAIL_REDRIVE_BATCH = env.int("EMAIL_REDRIVE_BATCH", default=500)
 # Only the beat holding the lease on the broker's Redis sends periodic tasks;
 # another takes over this long after it dies (queues/beat_leader.py).
 BEAT_LEASE_SECONDS = env.float("BEAT_LEASE_SECONDS", default=15.0)
+# Beat queues again reminder rows still queued this long after their job was
+# published (the publish was lost: a broker flushed or failed over).
+REMINDER_REQUEUE_AFTER_SECONDS = env.int("REMINDER_REQUEUE_AFTER_SECONDS", default=900)
