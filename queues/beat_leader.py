@@ -60,7 +60,7 @@ class LeaderScheduler(DatabaseScheduler):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         suffix = uuid.uuid4().hex[:8]
         self.lease_token = f"{socket.gethostname()}:{os.getpid()}:{suffix}"
-        self.is_leader = False
+        self.is_leader: bool | None = None  # unknown: the first state is logged
         super().__init__(*args, **kwargs)
 
     def _hold(self) -> bool:

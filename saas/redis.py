@@ -116,14 +116,15 @@ def redis_client(role: Role, **options: Any) -> redis.Redis:
         return sentinel.master_for(
             target.master, db=target.db, password=password, **options
         )
-    return redis.Redis(
+    pool = redis.ConnectionPool(
+        connection_class=FailoverConnection,
         host=target.host,
         port=target.port,
         db=target.db,
         password=password,
-        connection_class=FailoverConnection,
         **options,
     )
+    return redis.Redis(connection_pool=pool)
 
 
 @cache
