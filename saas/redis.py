@@ -116,13 +116,9 @@ def redis_client(role: Role, **options: Any) -> redis.Redis:
         return sentinel.master_for(
             target.master, db=target.db, password=password, **options
         )
-    pool = redis.ConnectionPool(
-        connection_class=FailoverConnection,
-        host=target.host,
-        port=target.port,
-        db=target.db,
-        password=password,
-        **options,
+    url = settings.REDIS_CACHE_URL if role == "cache" else settings.REDIS_QUEUE_URL
+    pool = redis.ConnectionPool.from_url(
+        url, connection_class=FailoverConnection, **options
     )
     return redis.Redis(connection_pool=pool)
 

@@ -14,6 +14,7 @@ from tests.utils import wait_until
 
 def point_queue_at(settings, port: int) -> None:
     settings.REDIS_QUEUE_HOST, settings.REDIS_QUEUE_PORT = "127.0.0.1", port
+    settings.REDIS_QUEUE_URL = f"redis://127.0.0.1:{port}/0"
     settings.REDIS_QUEUE_SENTINELS = []
 
 
