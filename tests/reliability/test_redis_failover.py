@@ -1,9 +1,10 @@
 """SIGKILL the Redis primary under load; Sentinel promotes the replica.
 
-A primary, a replica and three sentinels started here; web, the webhook,
-reminder and e-mail workers (supervised as in the Procfile) and beat reach
-them only through REDIS_SENTINELS / REDIS_SENTINEL_MASTER (cache and broker
-share the group, as in development). A steady load of signed webhooks and
+A primary, a replica and three sentinels started here; the product scaled
+out (two web processes taking requests in turn, two supervised workers per
+queue for webhooks, reminders and e-mail, two beats) reaches them only
+through REDIS_SENTINELS / REDIS_SENTINEL_MASTER (cache and broker share the
+group, as in development). A steady load of signed webhooks and
 bookings (a confirmation e-mail each, an hour_before reminder due at once)
 runs through the kill. Afterwards: every webhook acknowledged (a 503 or a
 refused connection retried as Meta would) and stored once, every e-mail sent
@@ -101,8 +102,9 @@ class Load:
     """Webhooks and bookings at a steady rate until stopped; 503s and refused
     connections retried until answered, as Meta and a client would."""
 
-    def __init__(self, http: httpx.Client, salon_id: str, token: str):
-        self.http, self.salon_id, self.token = http, salon_id, token
+    def __init__(self, clients: list[httpx.Client], salon_id: str, token: str):
+        self.clients, self.salon_id, self.token = clients, salon_id, token
+        self.sent = 0
         self.acked: list[str] = []
         self.bookings: list[str] = []
         self.retried: dict[str, int] = {}
@@ -110,10 +112,12 @@ class Load:
         self.failures: list[str] = []
 
     def _until_answered(self, what: str, send) -> httpx.Response:
+        """``send(client)`` on the web processes in turn (a balancer's round robin)."""
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
+            self.sent += 1
             try:
-                response = send()
+                response = send(self.clients[self.sent % len(self.clients)])
             except httpx.TransportError as exc:
                 kind = type(exc).__name__
                 self.retried[kind] = self.retried.get(kind, 0) + 1
@@ -129,7 +133,7 @@ class Load:
         raw = json.dumps(text_body(wamid, wa_id=f"1650555{n % 30:04d}")).encode()
         response = self._until_answered(
             wamid,
-            lambda: self.http.post(
+            lambda http: http.post(
                 "/webhooks/whatsapp/",
                 content=raw,
                 headers={
@@ -155,7 +159,7 @@ class Load:
         }
         response = self._until_answered(
             email,
-            lambda: self.http.post(
+            lambda http: http.post(
                 "/api/bookings/",
                 json=data,
                 headers={"Authorization": f"Bearer {self.token}"},
@@ -226,38 +230,40 @@ def test_a_primary_killed_under_load_costs_seconds_and_nothing_else(
         "METRICS_CACHE_SECONDS": "0",
         "CELERY_VISIBILITY_TIMEOUT": "30",
     }
-    port = free_port()
-    web = processes(
-        ManagedProcess(
-            name="web",
-            args=[
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "saas.wsgi",
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--workers",
-                "1",
-                "--threads",
-                "4",
-            ],
-            env=env,
-            log_path=tmp_path / "web.log",
-        )
-    )
-    workers = {
-        alias: processes(
+    webs = [
+        processes(
             ManagedProcess(
-                name=alias,
+                name=f"web{n}",
+                args=[
+                    sys.executable,
+                    "-m",
+                    "gunicorn",
+                    "saas.wsgi",
+                    "--bind",
+                    f"127.0.0.1:{free_port()}",
+                    "--workers",
+                    "1",
+                    "--threads",
+                    "4",
+                ],
+                env=env,
+                log_path=tmp_path / f"web{n}.log",
+            )
+        )
+        for n in range(2)
+    ]
+    workers = {
+        f"{alias}-{n}": processes(
+            ManagedProcess(
+                name=f"{alias}-{n}",
                 args=[
                     "scripts/supervise.sh",
                     *celery_worker_args(
-                        [spec.name], name=alias, concurrency=3, pool="threads"
+                        [spec.name], name=f"{alias}-{n}", concurrency=2, pool="threads"
                     ),
                 ],
                 env=env,
-                log_path=tmp_path / f"{alias}.log",
+                log_path=tmp_path / f"{alias}-{n}.log",
             )
         )
         for alias, spec in (
@@ -265,25 +271,35 @@ def test_a_primary_killed_under_load_costs_seconds_and_nothing_else(
             ("reminder", REMINDER),
             ("email", EMAIL),
         )
+        for n in range(2)
     }
-    processes(
-        ManagedProcess(
-            name="beat",
-            args=celery_beat_args(),
-            env=env,
-            log_path=tmp_path / "beat.log",
+    beats = [
+        processes(
+            ManagedProcess(
+                name=f"beat{n}",
+                args=celery_beat_args(),
+                env=env,
+                log_path=tmp_path / f"beat{n}.log",
+            )
         )
-    )
-    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
+        for n in range(2)
+    ]
+    clients = [
+        httpx.Client(
+            base_url=f"http://{web.args[web.args.index('--bind') + 1]}", timeout=10
+        )
+        for web in webs
+    ]
 
-    def web_up() -> bool:
+    def web_up(web: ManagedProcess, http: httpx.Client) -> bool:
         assert web.alive, web.log()[-3000:]
         try:
             return http.get("/healthz").status_code == 200
         except httpx.TransportError:
             return False
 
-    wait_until(web_up, timeout=60, message="gunicorn up")
+    for web, http in zip(webs, clients, strict=True):
+        wait_until(lambda w=web, h=http: web_up(w, h), timeout=90, message=web.name)
     for worker in workers.values():
         wait_until(
             lambda w=worker: " ready." in w.log(), timeout=90, message=worker.name
@@ -291,7 +307,7 @@ def test_a_primary_killed_under_load_costs_seconds_and_nothing_else(
     pids = {alias: w.proc.pid for alias, w in workers.items()}
 
     token = str(RefreshToken.for_user(owner).access_token)
-    load = Load(http, str(salon.pk), token)
+    load = Load(clients, str(salon.pk), token)
     runner = threading.Thread(target=load.run, daemon=True)
     runner.start()
     time.sleep(LOAD_BEFORE_KILL)  # load time before the fault, not a wait for a state
@@ -348,13 +364,17 @@ def test_a_primary_killed_under_load_costs_seconds_and_nothing_else(
     reminder_messages = Message.objects.filter(direction="out")
     assert reminder_messages.count() == len(load.bookings)
     assert reminder_messages.values("wamid").distinct().count() == len(load.bookings)
-    assert workers["reminder"].log().count(CONSOLE_SEND) == len(load.bookings)
+    sends = sum(workers[f"reminder-{n}"].log().count(CONSOLE_SEND) for n in range(2))
+    assert sends == len(load.bookings)
+    jobs_done = {name: w.log().count("] succeeded in") for name, w in workers.items()}
 
     # The same supervised worker processes, never restarted by hand.
     assert {alias: w.proc.pid for alias, w in workers.items()} == pids
     assert all(w.alive for w in workers.values())
 
     # The cache serves hits again, on the new primary.
+    http = clients[0]
+
     def salon_cached_and_hit() -> bool:
         before = salon_hits(http)
         for _ in range(2):
@@ -368,11 +388,13 @@ def test_a_primary_killed_under_load_costs_seconds_and_nothing_else(
 
     wait_until(salon_cached_and_hit, timeout=30, message="cache hits again")
 
+    leaders = [b.name for b in beats if "holds the lease: sending" in b.log()]
     restarts = {alias: w.log().count("supervise: ") for alias, w in workers.items()}
     print(
         f"\nFAILOVER kill->promoted {promoted_at - killed_at:.1f}s, "
         f"kill->first job on new primary {first_job_at - killed_at:.1f}s; "
         f"webhooks {len(load.acked)}, bookings {len(load.bookings)}, "
         f"retried {load.retried}, worker restarts by supervision {restarts}, "
+        f"beats that led {leaders}, jobs per worker {jobs_done}, "
         f"load {os.getloadavg()[0]:.2f}"
     )
