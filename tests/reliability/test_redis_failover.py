@@ -330,6 +330,7 @@ def test_a_primary_killed_under_load_costs_seconds_and_nothing_else(
     first_job_at = first_completion_after(new_primary, killed_at)
     time.sleep(max(0.0, LOAD_AFTER_KILL - (time.time() - killed_at)))
     load.stop.set()
+    stopped_at = time.time()
     runner.join(timeout=150)
     assert not runner.is_alive()
     assert not load.failures, load.failures
@@ -348,6 +349,7 @@ def test_a_primary_killed_under_load_costs_seconds_and_nothing_else(
         )
 
     wait_until(drained, timeout=240, message="everything re-driven and done")
+    drained_at = time.time()
 
     inbound = list(
         Message.objects.filter(direction="in").values_list("wamid", flat=True)
@@ -392,7 +394,8 @@ def test_a_primary_killed_under_load_costs_seconds_and_nothing_else(
     restarts = {alias: w.log().count("supervise: ") for alias, w in workers.items()}
     print(
         f"\nFAILOVER kill->promoted {promoted_at - killed_at:.1f}s, "
-        f"kill->first job on new primary {first_job_at - killed_at:.1f}s; "
+        f"kill->first job on new primary {first_job_at - killed_at:.1f}s, "
+        f"load stopped->all done {drained_at - stopped_at:.1f}s; "
         f"webhooks {len(load.acked)}, bookings {len(load.bookings)}, "
         f"retried {load.retried}, worker restarts by supervision {restarts}, "
         f"beats that led {leaders}, jobs per worker {jobs_done}, "
