@@ -10,6 +10,7 @@
 
 from typing import Any
 
+import redis
 from django.conf import settings
 from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport import redis as kombu_redis
@@ -17,7 +18,24 @@ from kombu.transport import redis as kombu_redis
 from saas.redis import FailoverConnection, redis_target, sentinel_kwargs
 
 
-class FailoverChannel(kombu_redis.Channel):
+class ClosedConnectionGuard:
+    """kombu 5.7 builds a new pool while a channel closes after its connection
+    was released (to restore unacknowledged messages) and dies on
+    ``None.hostname``: an AttributeError that exits the worker. A connection
+    error instead is one the consumer ignores while closing and recovers from
+    by reconnecting; the messages stay in the unacked set and come back after
+    the visibility timeout, as they would after the crash."""
+
+    def _connparams(self, asynchronous=False):
+        if self.connection.client is None:
+            raise redis.ConnectionError(
+                "broker connection already closed; its unacknowledged jobs come "
+                "back after the visibility timeout"
+            )
+        return super()._connparams(asynchronous)
+
+
+class FailoverChannel(ClosedConnectionGuard, kombu_redis.Channel):
     connection_class = FailoverConnection
 
 
@@ -25,10 +43,19 @@ class FailoverTransport(kombu_redis.Transport):
     Channel = FailoverChannel
 
 
+class FailoverSentinelChannel(ClosedConnectionGuard, kombu_redis.SentinelChannel):
+    pass
+
+
+class FailoverSentinelTransport(kombu_redis.SentinelTransport):
+    Channel = FailoverSentinelChannel
+
+
 def failover_transport_register() -> None:
-    """``redis://`` URLs use FailoverTransport (the scheme stays ``redis`` for
-    Flower and every URL the product shows)."""
+    """``redis://`` and ``sentinel://`` URLs use the transports above (the
+    schemes stay as they are for Flower and every URL the product shows)."""
     TRANSPORT_ALIASES["redis"] = "saas.broker:FailoverTransport"
+    TRANSPORT_ALIASES["sentinel"] = "saas.broker:FailoverSentinelTransport"
 
 
 def broker_url() -> str:

@@ -87,3 +87,14 @@ def test_sentinel_clients_reach_the_master_the_sentinels_name(
         assert not _same_instance()
     finally:
         sentinel.stop()
+
+
+def test_a_channel_closing_after_its_connection_is_a_connection_error():
+    """kombu 5.7 exits a worker on None.hostname here; a connection error is
+    one the consumer ignores while closing and recovers from."""
+    with Connection(broker_url()) as connection:
+        channel = connection.default_channel
+        channel.connection.client = None  # what a released connection leaves
+        with pytest.raises(redis.ConnectionError) as raised:
+            channel._connparams()
+        assert isinstance(raised.value, connection.connection_errors)
