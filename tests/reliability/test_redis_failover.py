@@ -20,6 +20,7 @@ import signal
 import sys
 import threading
 import time
+from collections import Counter
 from datetime import timedelta
 
 import httpx
@@ -182,6 +183,13 @@ class Load:
             self.stop.wait(WEBHOOK_EVERY)
 
 
+class Outstanding(dict):
+    """What is not done yet; true once nothing is (its repr says what is)."""
+
+    def __bool__(self) -> bool:
+        return all(value <= 0 for key, value in self.items() if key != "statuses")
+
+
 def first_completion_after(client: redis.Redis, since: float) -> float | None:
     """Epoch time of the first job that completed after ``since`` (job records
     on the broker's DB of the new primary)."""
@@ -336,16 +344,26 @@ def test_a_primary_killed_under_load_costs_seconds_and_nothing_else(
     assert not load.failures, load.failures
 
     # Everything acknowledged ends up done, once.
-    def drained() -> bool:
-        return (
-            not WebhookEvent.objects.exclude(status="processed").exists()
-            and Message.objects.filter(direction="in").count() >= len(load.acked)
-            and EmailLog.objects.filter(status="sent").count() >= len(load.bookings)
-            and len(smtp_server.received) >= len(load.bookings)
-            and BookingReminder.objects.filter(
-                kind="hour_before", status="sent"
-            ).count()
-            >= len(load.bookings)
+    def drained() -> Outstanding:
+        reminders = BookingReminder.objects.filter(kind="hour_before")
+        return Outstanding(
+            webhook_events=WebhookEvent.objects.exclude(status="processed").count(),
+            webhooks_unstored=len(load.acked)
+            - Message.objects.filter(direction="in").count(),
+            emails_unsent=len(load.bookings)
+            - EmailLog.objects.filter(status="sent").count(),
+            emails_unreceived=len(load.bookings) - len(smtp_server.received),
+            reminders_unsent=len(load.bookings)
+            - reminders.filter(status="sent").count(),
+            statuses={
+                "events": dict(
+                    Counter(WebhookEvent.objects.values_list("status", flat=True))
+                ),
+                "emails": dict(
+                    Counter(EmailLog.objects.values_list("status", flat=True))
+                ),
+                "reminders": dict(Counter(reminders.values_list("status", flat=True))),
+            },
         )
 
     wait_until(drained, timeout=240, message="everything re-driven and done")
