@@ -61,6 +61,10 @@ def payload_walk(payload: Any, salons: dict[str, Salon], outcome: Outcome):
     inbound = Inbound()
     for change in _changes(payload):
         if change.get("field", "messages") != "messages":
+            # Not a number's messages (template status updates belong to the
+            # WABA): acknowledged, and nothing here to apply.
+            outcome.values += 1
+            outcome.ignored_values += 1
             outcome.notes.append(f"skipped field {change.get('field')!r}")
             continue
         value = as_dict(change.get("value"))

@@ -152,7 +152,9 @@ def messages_outbound_redrive(*, older_than: timedelta, limit: int = 500) -> lis
 def _outbound_send(message: Message) -> SendResult:
     client = whatsapp_client()
     phone_number_id = message.salon.whatsapp_phone_number_id
-    to = message.conversation.customer_wa_id
+    # The phone number when we know it (Meta recommends it), else the BSUID.
+    conversation = message.conversation
+    to = conversation.customer_wa_id or conversation.customer_user_id
     if message.type == "template":
         return client.send_template(
             phone_number_id=phone_number_id,
