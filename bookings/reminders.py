@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from uuid import UUID
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
@@ -36,8 +37,9 @@ REMINDER_DISPATCH_BATCH = 500
 #: its own; the job only spares Celery's per-message cost (bench/reminders.py).
 REMINDER_JOB_SIZE = 25
 #: A row queued this long ago whose job never finished (lost publish, a broker
-#: flushed) is queued again; the job's row lock makes a duplicate job harmless.
-REMINDER_REQUEUE_AFTER = timedelta(minutes=15)
+#: flushed or failed over) is queued again; the job's row lock makes a
+#: duplicate job harmless. REMINDER_REQUEUE_AFTER_SECONDS, 15 minutes.
+REMINDER_REQUEUE_AFTER = timedelta(seconds=settings.REMINDER_REQUEUE_AFTER_SECONDS)
 
 
 def reminder_window(kind: str, start_at: datetime) -> tuple[datetime, datetime]:

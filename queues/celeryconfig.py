@@ -13,8 +13,10 @@ from queues.definitions import (
     celery_priority,
     route_task,
 )
+from saas.broker import broker_sentinel_options, broker_url
 
-broker_url = settings.REDIS_QUEUE_URL
+# redis://... or, with REDIS_QUEUE_SENTINELS, sentinel://h1:p1/db;sentinel://...
+broker_url = broker_url()
 broker_connection_retry_on_startup = True
 broker_transport_options = {
     "priority_steps": CELERY_PRIORITY_STEPS,
@@ -24,6 +26,7 @@ broker_transport_options = {
     "socket_timeout": 5,
     "retry_on_timeout": True,
     "health_check_interval": 25,
+    **broker_sentinel_options(socket_timeout=2, socket_connect_timeout=2),
 }
 # kombu also reads the visibility timeout here (results are not stored, but a
 # configured backend must not disagree with the broker).
@@ -58,4 +61,4 @@ worker_cancel_long_running_tasks_on_connection_loss = True
 
 timezone = "UTC"
 enable_utc = True
-beat_scheduler = "django_celery_beat.schedulers:DatabaseScheduler"
+beat_scheduler = "queues.beat_leader:LeaderScheduler"

@@ -18,7 +18,7 @@ from queues.selectors import (
     queues_stats,
     workers_alive,
 )
-from saas.redis import queue_redis
+from saas.redis import queue_redis, redis_client
 
 BACKLOG_THRESHOLD = 1000
 FAILURE_RATE_ALERT = 0.05
@@ -73,8 +73,8 @@ def _redis_health(client) -> dict[str, Any]:
 
 
 def _cache_client():
-    return redis.Redis.from_url(
-        settings.REDIS_CACHE_URL,
+    return redis_client(
+        "cache",
         socket_connect_timeout=settings.REDIS_CONNECT_TIMEOUT,
         socket_timeout=max(settings.REDIS_SOCKET_TIMEOUT, 0.5),
         decode_responses=True,

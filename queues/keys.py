@@ -18,6 +18,8 @@ The broker's own lists are kombu's; the rest are ours. Named here once, so
 - ``whatsapp:webhook:drain`` set while a webhook drain job is queued or running
 - ``whatsapp:webhook:claims`` hash: webhook event id -> drains that claimed it
   and did not finish (poison-body quarantine, messaging/inbox_claims.py)
+- ``queues:beat:leader``     the beat that holds the lease (the others stand by)
+- ``queues:beat:sent:{name}`` set when a periodic task was sent, for most of its period
 """
 
 #: kombu's Redis transport keeps priority level n of queue q in "q\x06\x16n".
@@ -30,6 +32,11 @@ PAUSED_KEY = "queues:paused"
 TEST_JOB_LOG_KEY = "queues:test-jobs"
 DRAIN_FLAG_KEY = "whatsapp:webhook:drain"
 WEBHOOK_CLAIMS_KEY = "whatsapp:webhook:claims"
+BEAT_LEADER_KEY = "queues:beat:leader"
+
+
+def beat_sent_key(entry_name: str) -> str:
+    return f"queues:beat:sent:{entry_name}"
 
 
 def broker_lists(queue: str) -> list[str]:

@@ -8,38 +8,49 @@ from django.conf import settings
 from django.core import checks
 
 from queues.definitions import queue_page_prefix
+from saas.redis import redis_client, redis_target
 
 logger = logging.getLogger(__name__)
 
 NO_EVICTION = "noeviction"
 
 
-def _maxmemory_policy(url: str) -> str | None:
-    client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+def _maxmemory_policy() -> str | None:
+    client = redis_client("queue", socket_connect_timeout=1, socket_timeout=1)
     try:
         return client.config_get("maxmemory-policy").get("maxmemory-policy")
     except redis.RedisError as exc:
-        logger.warning("Cannot read maxmemory-policy from %s: %s", url, exc)
+        logger.warning("Cannot read the broker's maxmemory-policy: %s", exc)
         return None
     finally:
         client.close()
 
 
+def _broker_where() -> str:
+    target = redis_target("queue")
+    if target.sentinels:
+        return f"Sentinel master {target.master!r}"
+    return f"{target.host}:{target.port}"
+
+
 def _same_instance() -> bool:
-    return (settings.REDIS_HOST, settings.REDIS_PORT) == (
-        settings.REDIS_QUEUE_HOST,
-        settings.REDIS_QUEUE_PORT,
-    )
+    cache, queue = redis_target("cache"), redis_target("queue")
+    if cache.sentinels or queue.sentinels:
+        return (set(cache.sentinels), cache.master) == (
+            set(queue.sentinels),
+            queue.master,
+        )
+    return (cache.host, cache.port) == (queue.host, queue.port)
 
 
 @checks.register(checks.Tags.caches, "redis")
 def check_broker_eviction_policy(
     app_configs=None, **kwargs
 ) -> list[checks.CheckMessage]:
-    policy = _maxmemory_policy(settings.REDIS_QUEUE_URL)
+    policy = _maxmemory_policy()
     if policy is None or policy == NO_EVICTION:
         return []
-    where = f"{settings.REDIS_QUEUE_HOST}:{settings.REDIS_QUEUE_PORT}"
+    where = _broker_where()
     if _same_instance():
         return [
             checks.Error(

@@ -96,6 +96,11 @@ if env("DATABASE_URL", default=""):
     DATABASES = {"default": env.db("DATABASE_URL")}
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", 60))
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    # Behind PgBouncer in transaction mode a session is not ours between
+    # transactions: no server-side cursors, no prepared statements (docs/DEPLOY.md).
+    if env.bool("PGBOUNCER_TRANSACTION_POOLING", default=False):
+        DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
+        DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = None
 else:
     VAR_DIR.mkdir(exist_ok=True)
     DATABASES = {
@@ -172,6 +177,18 @@ REDIS_QUEUE_URL = redis_url(
     REDIS_QUEUE_HOST, REDIS_QUEUE_PORT, REDIS_QUEUE_DB, REDIS_QUEUE_PASSWORD
 )
 
+# Sentinel (issue 14): "host:port,host:port,..." of the sentinels that watch
+# the cache's master (REDIS_SENTINEL_MASTER) and the broker's (its own master
+# name; by default the same sentinels). Unset: plain host and port as above.
+REDIS_SENTINELS = env.list("REDIS_SENTINELS", default=[])
+REDIS_SENTINEL_MASTER = env("REDIS_SENTINEL_MASTER", default="mymaster")
+REDIS_QUEUE_SENTINELS = env.list("REDIS_QUEUE_SENTINELS", default=REDIS_SENTINELS)
+REDIS_QUEUE_SENTINEL_MASTER = env(
+    "REDIS_QUEUE_SENTINEL_MASTER", default=REDIS_SENTINEL_MASTER
+)
+# For sentinels started with requirepass (the masters use the passwords above).
+REDIS_SENTINEL_PASSWORD = env("REDIS_SENTINEL_PASSWORD", default="")
+
 _redis_cache_options = {
     "CLIENT_CLASS": "django_redis.client.DefaultClient",
     "PARSER_CLASS": "redis.connection._HiredisParser",
@@ -185,17 +202,43 @@ _redis_cache_options = {
         "max_connections": env.int("REDIS_MAX_CONNECTIONS", default=512),
     },
 }
+if REDIS_SENTINELS:
+    # The master only, for reads too: a replica may not have an invalidation yet.
+    _redis_cache_location = [
+        redis_url(REDIS_SENTINEL_MASTER, 6379, REDIS_DB, REDIS_PASSWORD)
+    ]
+    _redis_cache_options.update(
+        CLIENT_CLASS="django_redis.client.SentinelClient",
+        CONNECTION_FACTORY="django_redis.pool.SentinelConnectionFactory",
+        SENTINELS=[
+            (host, int(port))
+            for host, _, port in (item.rpartition(":") for item in REDIS_SENTINELS)
+        ],
+        SENTINEL_KWARGS={
+            "socket_timeout": REDIS_SOCKET_TIMEOUT,
+            "socket_connect_timeout": REDIS_CONNECT_TIMEOUT,
+            "password": REDIS_SENTINEL_PASSWORD or None,
+        },
+    )
+else:
+    # A connection to a primary demoted behind a moving DNS name is dropped.
+    from saas.redis import FailoverConnection
+
+    _redis_cache_location = REDIS_CACHE_URL
+    _redis_cache_options["CONNECTION_POOL_KWARGS"]["connection_class"] = (
+        FailoverConnection
+    )
 CACHES = {
     # Keys are stored under exactly the documented names (salon:<id>, ...).
     "default": {
         "BACKEND": "django_redis.cache.RedisCache",
-        "LOCATION": REDIS_CACHE_URL,
+        "LOCATION": _redis_cache_location,
         "KEY_FUNCTION": "saas.redis.raw_key",
         "OPTIONS": _redis_cache_options,
     },
     "throttle": {
         "BACKEND": "django_redis.cache.RedisCache",
-        "LOCATION": REDIS_CACHE_URL,
+        "LOCATION": _redis_cache_location,
         "KEY_PREFIX": "throttle",
         "OPTIONS": _redis_cache_options,
     },
@@ -462,3 +505,11 @@ WHATSAPP_WEBHOOK_MAX_CLAIMS = env.int("WHATSAPP_WEBHOOK_MAX_CLAIMS", default=3)
 # per run.
 EMAIL_REDRIVE_AFTER_SECONDS = env.int("EMAIL_REDRIVE_AFTER_SECONDS", default=600)
 EMAIL_REDRIVE_BATCH = env.int("EMAIL_REDRIVE_BATCH", default=500)
+
+# --- Several beats (issue 14) -------------------------------------------------
+# Only the beat holding the lease on the broker's Redis sends periodic tasks;
+# another takes over this long after it dies (queues/beat_leader.py).
+BEAT_LEASE_SECONDS = env.float("BEAT_LEASE_SECONDS", default=15.0)
+# Beat queues again reminder rows still queued this long after their job was
+# published (the publish was lost: a broker flushed or failed over).
+REMINDER_REQUEUE_AFTER_SECONDS = env.int("REMINDER_REQUEUE_AFTER_SECONDS", default=900)

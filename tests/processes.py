@@ -117,7 +117,7 @@ def celery_beat_args() -> list[str]:
         "saas",
         "beat",
         "-S",
-        "django_celery_beat.schedulers:DatabaseScheduler",
+        "queues.beat_leader:LeaderScheduler",
         "-l",
         "INFO",
         "--pidfile=",
@@ -168,6 +168,54 @@ def redis_server(
         args=args,
         env=dict(os.environ),
         log_path=Path(workdir) / "redis.log",
+        port=port,
+    )
+    return server.start().wait_ready()
+
+
+@dataclass
+class SentinelServer(RedisServer):
+    """A redis-sentinel (``redis-server <conf> --sentinel``) on its own port."""
+
+    def master_address(self, name: str) -> tuple[str, int] | None:
+        try:
+            address = self.client().execute_command(
+                "SENTINEL", "GET-MASTER-ADDR-BY-NAME", name
+            )
+        except redis.RedisError:
+            return None
+        return (address[0].decode(), int(address[1])) if address else None
+
+
+def sentinel_server(
+    *,
+    masters: dict[str, int],
+    log_dir: Path,
+    down_after_ms: int = 1000,
+    failover_timeout_ms: int = 5000,
+) -> SentinelServer:
+    """A sentinel watching each ``{name: port}`` master on 127.0.0.1, quorum 2."""
+    port = free_port()
+    workdir = tempfile.mkdtemp(prefix=f"sentinel-{port}-", dir=log_dir)
+    lines = [f"port {port}", "bind 127.0.0.1", f"dir {workdir}"]
+    for name, master_port in masters.items():
+        lines += [
+            f"sentinel monitor {name} 127.0.0.1 {master_port} 2",
+            f"sentinel down-after-milliseconds {name} {down_after_ms}",
+            f"sentinel failover-timeout {name} {failover_timeout_ms}",
+            f"sentinel parallel-syncs {name} 1",
+        ]
+    config = Path(workdir) / "sentinel.conf"  # sentinel rewrites it: its own copy
+    config.write_text("\n".join(lines) + "\n")
+    server = SentinelServer(
+        name=f"sentinel-{port}",
+        args=[
+            shutil.which("redis-server") or "redis-server",
+            str(config),
+            "--sentinel",
+        ],
+        env=dict(os.environ),
+        log_path=Path(workdir) / "sentinel.log",
         port=port,
     )
     return server.start().wait_ready()
