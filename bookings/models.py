@@ -58,6 +58,19 @@ class Salon(models.Model):
     language = models.CharField(
         max_length=16, default="en_US", help_text="Language of WhatsApp templates."
     )
+    whatsapp_business_account_id = models.CharField(
+        max_length=64,
+        blank=True,
+        db_index=True,
+        help_text="Meta's WhatsApp Business Account id (WABA) the number belongs "
+        "to: template status webhooks name the account, not the number.",
+    )
+    whatsapp_throughput_per_second = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Messages per second Meta allows this number when it was "
+        "upgraded; empty: WHATSAPP_THROUGHPUT_PER_SECOND (80).",
+    )
     email = models.EmailField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
