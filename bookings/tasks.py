@@ -16,6 +16,11 @@ def reminder_dispatch() -> dict:
 
 
 @shared_task(name=reminders.REMINDER_SEND_TASK, **queue_task_options(REMINDER))
-def reminder_send(reminder_ids: list[int]) -> dict[str, int]:
-    """Send queued reminders, each at most once (reminder_sending.reminder_deliver)."""
-    return reminder_sending.reminders_deliver(reminder_ids=reminder_ids)
+def reminder_send(
+    reminder_ids: list[int], deferred_ids: list[int] | None = None
+) -> dict[str, int]:
+    """Send queued reminders, each at most once, paced by the throughput
+    governor (reminder_sending.reminders_deliver)."""
+    return reminder_sending.reminders_deliver(
+        reminder_ids=reminder_ids, deferred_ids=deferred_ids
+    )

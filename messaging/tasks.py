@@ -6,7 +6,9 @@ from celery import shared_task
 from django.conf import settings
 
 from messaging import inbox, outbound, services
+from messaging.governed_sending import SendDeferred
 from queues.definitions import MESSAGE_STATUS, OUTBOUND, WEBHOOK, queue_task_options
+from queues.publish import job_defer
 
 
 @shared_task(
@@ -65,10 +67,14 @@ def message_statuses_apply_task(self, salon_id: str, statuses: list[dict]) -> No
     name=outbound.MESSAGE_OUTBOUND_SEND_TASK, bind=True, **queue_task_options(OUTBOUND)
 )
 def message_outbound_send_task(self, message_id: str) -> None:
-    outbound.message_outbound_deliver(
-        message_id=message_id,
-        final_attempt=not OUTBOUND.may_retry(self.request.retries + 1),
-    )
+    try:
+        outbound.message_outbound_deliver(
+            message_id=message_id,
+            final_attempt=not OUTBOUND.may_retry(self.request.retries + 1),
+        )
+    except SendDeferred as deferred:
+        # The governor's wait is not a failed attempt.
+        job_defer(self, countdown=deferred.retry_after, reason=str(deferred))
 
 
 @shared_task(name="messaging.messages_outbound_redrive", **queue_task_options(OUTBOUND))
