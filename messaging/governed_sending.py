@@ -16,6 +16,7 @@ and its caller sends it again later without counting an attempt.
 import math
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from django.conf import settings
 
 from messaging.throughput import (
     PENALIZED_CODES,
-    throughput_acquire_many,
+    throughput_acquire,
     throughput_deferred,
     throughput_penalize,
 )
@@ -35,6 +36,14 @@ from messaging.whatsapp import SendResult, WhatsAppError
 MIN_IN_FLIGHT = 8
 #: Most threads one process sends on (a 1,000/s number at 0.3 s needs 300).
 MAX_IN_FLIGHT = 320
+#: A number's grants are spaced evenly, this many seconds' worth at once at
+#: most (messaging/throughput.py, spread_burst).
+SPREAD_BURST_SECONDS = 0.05
+#: A send may reserve a slot this far ahead and sleep until it (no polling).
+SPREAD_AHEAD_SECONDS = 0.5
+#: A sender thread waits for a token this long at most; then the send is
+#: deferred (its caller sends it again later, without spending an attempt).
+TOKEN_WAIT_SECONDS = 2.0
 
 
 def salon_rate(salon) -> int:
@@ -43,6 +52,11 @@ def salon_rate(salon) -> int:
         getattr(salon, "whatsapp_throughput_per_second", None)
         or settings.WHATSAPP_THROUGHPUT_PER_SECOND
     )
+
+
+def governed_rate(rate: float) -> float:
+    """The rate the governor paces a number at: Meta's, less the headroom."""
+    return max(1.0, rate * (1 - settings.WHATSAPP_THROUGHPUT_HEADROOM))
 
 
 def sends_in_flight(rate: float) -> int:
@@ -98,7 +112,36 @@ def _executor() -> ThreadPoolExecutor:
         return _pool[1]
 
 
+def _token(send: GovernedSend) -> float:
+    """Wait in this thread for the send's token while it is near; 0 when
+    granted, else the seconds still to wait (the caller defers the send)."""
+    rate = governed_rate(send.rate)
+    burst = max(1, math.ceil(rate * SPREAD_BURST_SECONDS))
+    waited = 0.0
+    while True:
+        grant = throughput_acquire(
+            send.phone_number_id,
+            send.recipient,
+            rate=rate,
+            spread_burst=burst,
+            spread_ahead=SPREAD_AHEAD_SECONDS,
+        )
+        if grant:
+            time.sleep(grant.retry_after)  # until the slot reserved for it
+            return 0.0
+        if waited + grant.retry_after > TOKEN_WAIT_SECONDS:
+            throughput_deferred(send.phone_number_id)
+            return max(grant.retry_after, 0.001)
+        time.sleep(grant.retry_after)
+        waited += grant.retry_after
+
+
 def _call(send: GovernedSend) -> SendOutcome:
+    """Token, then send, in the same thread: what Meta counts is when a send
+    arrives, so nothing may come between the grant and the request."""
+    wait = _token(send)
+    if wait:
+        return SendOutcome(send, retry_after=wait)
     try:
         return SendOutcome(send, result=send.call())
     except WhatsAppError as exc:
@@ -107,7 +150,7 @@ def _call(send: GovernedSend) -> SendOutcome:
                 send.phone_number_id,
                 exc.code,
                 recipient=send.recipient,
-                rate=send.rate,
+                rate=governed_rate(send.rate),
             )
             throughput_deferred(send.phone_number_id)
             return SendOutcome(send, error=exc, retry_after=max(wait, 0.05))
@@ -115,38 +158,13 @@ def _call(send: GovernedSend) -> SendOutcome:
 
 
 def governed_sends(sends: Sequence[GovernedSend]) -> list[SendOutcome]:
-    """Ask the governor for every send (one round trip per rate), then send the
-    granted ones at the same time; outcomes in the order given. Denied sends
-    are not sent and come back deferred."""
-    outcomes: list[SendOutcome | None] = [None] * len(sends)
-    granted: list[int] = []
-    by_rate: dict[int, list[int]] = {}
-    for index, send in enumerate(sends):
-        by_rate.setdefault(send.rate, []).append(index)
-    for rate, indexes in by_rate.items():
-        grants = throughput_acquire_many(
-            [(sends[i].phone_number_id, sends[i].recipient) for i in indexes],
-            rate=rate,
-        )
-        denied: dict[str, int] = {}
-        for index, grant in zip(indexes, grants, strict=True):
-            if grant:
-                granted.append(index)
-            else:
-                outcomes[index] = SendOutcome(
-                    sends[index], retry_after=max(grant.retry_after, 0.001)
-                )
-                phone = sends[index].phone_number_id
-                denied[phone] = denied.get(phone, 0) + 1
-        for phone, count in denied.items():
-            throughput_deferred(phone, count)
-    if len(granted) == 1:
-        outcomes[granted[0]] = _call(sends[granted[0]])
-    elif granted:
-        futures = {i: _executor().submit(_call, sends[i]) for i in granted}
-        for index, future in futures.items():
-            outcomes[index] = future.result()
-    return outcomes  # type: ignore[return-value]
+    """Every send through the governor, all at the same time (one thread per
+    send, each asking for its token just before its request); outcomes in the
+    order given. Denied sends are not sent and come back deferred."""
+    if len(sends) == 1:
+        return [_call(sends[0])]
+    futures = [_executor().submit(_call, send) for send in sends]
+    return [future.result() for future in futures]
 
 
 def governed_send(send: GovernedSend) -> SendResult:

@@ -3,12 +3,13 @@ override or the default), the effective rate after Meta's 130429s, tokens
 left in the current second, deferred sends and the last 130429. Read by the
 queue page and exported on /metrics (registered in MessagingConfig.ready)."""
 
+from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily
 
 from bookings.models import Salon
-from messaging.governed_sending import salon_rate
+from messaging.governed_sending import governed_rate, salon_rate
 from messaging.send_errors import send_errors_by_salon
 from messaging.throughput import throughput_numbers, throughput_state
 
@@ -25,9 +26,13 @@ def pacing_overview() -> list[dict[str, Any]]:
     rows = []
     for number in numbers:
         salon = salons.get(number)
-        state = throughput_state(number, rate=salon_rate(salon))
+        limit = salon_rate(salon)
+        state = throughput_state(number, rate=governed_rate(limit))
+        state["limit"] = limit
         state["salon_id"] = str(salon.pk) if salon else ""
         state["salon_name"] = salon.name if salon else ""
+        last = state["last_130429"]
+        state["last_130429_at"] = datetime.fromtimestamp(last, UTC) if last else None
         rows.append(state)
     return rows
 
@@ -62,7 +67,7 @@ class PacingCollector:
         )
         for state in pacing_overview():
             number = [state["phone_number_id"]]
-            rate.add_metric(number, state["rate"])
+            rate.add_metric(number, state["limit"])
             effective.add_metric(number, state["effective_rate"])
             tokens.add_metric(number, state["tokens"])
             deferred.add_metric(number, state["deferred"])

@@ -53,14 +53,20 @@ def _updates(payload: Any):
                 yield str(entry.get("id") or ""), as_dict(change.get("value"))
 
 
-@transaction.atomic
 def template_status_updates_apply(payload: Any, notes: list[str]) -> int:
     """Apply every template status update in the body, in order; returns how
     many changes were template status updates. What could not be applied
-    (unknown account, template or event) is noted, never raised."""
+    (unknown account, template or event) is noted, never raised. A body
+    without any costs no query."""
     updates = list(_updates(payload))
     if not updates:
         return 0
+    with transaction.atomic():
+        _updates_apply(updates, notes)
+    return len(updates)
+
+
+def _updates_apply(updates: list[tuple[str, dict]], notes: list[str]) -> None:
     accounts = {account for account, _ in updates if account}
     salons: dict[str, list[Salon]] = {}
     for salon in Salon.objects.filter(whatsapp_business_account_id__in=accounts):
@@ -91,4 +97,3 @@ def template_status_updates_apply(payload: Any, notes: list[str]) -> int:
             logger.info("Template %s (%s) is %s by Meta", name, language, status)
         else:
             notes.append(f"unknown template {name!r} ({language}) for {account!r}")
-    return len(updates)

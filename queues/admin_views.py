@@ -15,6 +15,7 @@ from django.urls import path, reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
+from messaging.pacing import pacing_overview
 from queues import records, services
 from queues.definitions import (
     QUEUES,
@@ -108,6 +109,7 @@ def overview_view(request):
             request,
             "Queues",
             rows=rows,
+            pacing=pacing_overview(),
             actions=QueueAction.objects.select_related("actor")[:15],
         ),
     )

@@ -266,11 +266,14 @@ WHATSAPP_HTTP_TIMEOUT_SECONDS = env.float("WHATSAPP_HTTP_TIMEOUT_SECONDS", defau
 # the number of sends in flight is sized for (rate x latency).
 WHATSAPP_THROUGHPUT_PER_SECOND = env.int("WHATSAPP_THROUGHPUT_PER_SECOND", default=80)
 WHATSAPP_SEND_LATENCY_SECONDS = env.float("WHATSAPP_SEND_LATENCY_SECONDS", default=0.3)
+# The governor paces at the rate less this fraction: Meta counts sends on
+# arrival, and the margin absorbs the jitter between a grant and its arrival.
+WHATSAPP_THROUGHPUT_HEADROOM = env.float("WHATSAPP_THROUGHPUT_HEADROOM", default=0.05)
 WHATSAPP_THROUGHPUT_PENALTY_HOLD_SECONDS = env.float(
-    "WHATSAPP_THROUGHPUT_PENALTY_HOLD_SECONDS", default=5.0
+    "WHATSAPP_THROUGHPUT_PENALTY_HOLD_SECONDS", default=2.0
 )
 WHATSAPP_THROUGHPUT_RECOVERY_SECONDS = env.float(
-    "WHATSAPP_THROUGHPUT_RECOVERY_SECONDS", default=20.0
+    "WHATSAPP_THROUGHPUT_RECOVERY_SECONDS", default=10.0
 )
 
 # --- E-mail -----------------------------------------------------------------
