@@ -31,7 +31,12 @@ class ReminderOutbound:
 
 
 def reminder_outbound(
-    booking: Booking, *, wa_id: str, now: datetime, key: Any = None
+    booking: Booking,
+    *,
+    wa_id: str,
+    now: datetime,
+    key: Any = None,
+    templates: dict | None = None,
 ) -> ReminderOutbound | str:
     """What to send: the approved template (the salon's language, its base or
     regional form, else the only approved language), else free text inside the
@@ -45,7 +50,12 @@ def reminder_outbound(
     ]
     phone_number_id = salon.whatsapp_phone_number_id
     name = settings.WHATSAPP_REMINDER_TEMPLATE
-    template = template_for_language(salon=salon, name=name, language=salon.language)
+    templates = {} if templates is None else templates  # one lookup per salon
+    if salon.pk not in templates:
+        templates[salon.pk] = template_for_language(
+            salon=salon, name=name, language=salon.language
+        )
+    template = templates[salon.pk]
     if template is not None:
         language = template.language
         return ReminderOutbound(

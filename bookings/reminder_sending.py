@@ -188,6 +188,7 @@ def _reminders_round(reminder_ids: list[int], deferred: set[int]) -> _Round:
     )
     now = timezone.now()
     to_send: list[tuple[BookingReminder, Booking, str, ReminderOutbound]] = []
+    templates: dict = {}
     for reminder in rows:
         if reminder.status != BookingReminder.Status.QUEUED:
             round_.statuses[reminder.pk] = reminder.status
@@ -202,7 +203,9 @@ def _reminders_round(reminder_ids: list[int], deferred: set[int]) -> _Round:
             round_.statuses[reminder.pk] = status
             continue
         wa_id = wa_id_from_phone(booking.customer_phone)
-        outbound = reminder_outbound(booking, wa_id=wa_id, now=now, key=reminder.pk)
+        outbound = reminder_outbound(
+            booking, wa_id=wa_id, now=now, key=reminder.pk, templates=templates
+        )
         if isinstance(outbound, str):
             _reminder_close(reminder, BookingReminder.Status.FAILED, outbound)
             round_.statuses[reminder.pk] = reminder.status

@@ -146,8 +146,8 @@ def test_metas_too_fast_defers_the_sends_and_every_one_goes_out_after(
 ):
     salon = salon_with_template()
     number = salon.whatsapp_phone_number_id
-    # Meta answers 130429 for two seconds although the bucket has tokens.
-    graph.force_error(130429, for_seconds=2.0, phone_number_id=number)
+    # Meta answers 130429 to the next 40 sends although the bucket has tokens.
+    graph.force_error(130429, count=40, phone_number_id=number)
     due_reminders(salon, 120)
     start_worker("booking:reminder", concurrency=2, env=cloud_env)
 
@@ -156,7 +156,7 @@ def test_metas_too_fast_defers_the_sends_and_every_one_goes_out_after(
 
     assert statuses() == Counter({"sent": 120})
     none_twice(graph, 120)
-    assert any(r.error_code == 130429 for r in graph.rejected)
+    assert [r.error_code for r in graph.rejected] == [130429] * 40
     # Deferred, not failed: no attempt was spent on a 130429.
     assert set(BookingReminder.objects.values_list("attempts", flat=True)) == {1}
     state = throughput_state(number)
