@@ -3,7 +3,11 @@ import zoneinfo
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import RegexValidator
+from django.core.validators import (
+    MaxValueValidator,
+    MinValueValidator,
+    RegexValidator,
+)
 from django.db import models
 
 
@@ -68,6 +72,7 @@ class Salon(models.Model):
     whatsapp_throughput_per_second = models.PositiveIntegerField(
         null=True,
         blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(1000)],
         help_text="Messages per second Meta allows this number when it was "
         "upgraded; empty: WHATSAPP_THROUGHPUT_PER_SECOND (80).",
     )

@@ -107,6 +107,22 @@ def test_metas_too_fast_defers_a_staff_reply_without_spending_an_attempt(
 
 
 @pytest.mark.django_db(transaction=True)
+def test_metas_pair_limit_defers_the_second_reply_until_the_pair_may_talk(
+    user, conversation, graph, start_worker
+):
+    # Meta lets this pair take one message now (the governor allows two).
+    graph.configure(pair_burst=1, pair_interval=3.0)
+    first = reply(user, conversation, "First")
+    second = reply(user, conversation, "Second")
+    start_outbound_worker(start_worker, graph)
+
+    wait_until(lambda: {status_of(first), status_of(second)} == {"sent"}, timeout=60)
+    codes = [r.error_code for r in graph.requests if r.method == "POST"]
+    assert codes.count(131056) >= 1 and codes.count(None) == 2
+    assert not Message.objects.filter(status="failed").exists()
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_reply_without_a_token_waits_for_one(user, conversation, graph, start_worker):
     # Another sender has taken this second's tokens and reserved the slots.
     rate = governed_rate(80)
@@ -188,3 +204,21 @@ def test_send_errors_that_need_a_person_are_on_the_message_and_counted(
     assert (("whatsapp_token_expired", str(salon.pk)) in alerts) == (
         kind == "token_expired"
     )
+
+
+@pytest.mark.django_db
+def test_a_salons_rate_override_is_saved_and_used():
+    from django.core.exceptions import ValidationError
+
+    from bookings.services import salon_update
+    from messaging.governed_sending import salon_rate
+
+    salon = SalonFactory()
+    assert salon_rate(salon) == 80  # WHATSAPP_THROUGHPUT_PER_SECOND
+    salon_update(salon=salon, data={"whatsapp_throughput_per_second": 250})
+    salon.refresh_from_db()
+    assert salon_rate(salon) == 250
+    with pytest.raises(ValidationError):
+        salon_update(salon=salon, data={"whatsapp_throughput_per_second": 5000})
+    salon.refresh_from_db()
+    assert salon.whatsapp_throughput_per_second == 250
