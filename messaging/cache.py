@@ -18,6 +18,7 @@ TEMPLATE_FIELDS = ("id", "salon_id", "name", "language", "category", "body")
 TEMPLATE_FIELDS += ("status", "created_at", "updated_at")
 CONVERSATION_FIELDS = ("id", "salon_id", "customer_wa_id", "customer_name")
 CONVERSATION_FIELDS += ("customer_user_id", "last_message_at", "last_inbound_at")
+CONVERSATION_FIELDS += ("customer_username", "customer_parent_user_id")
 
 
 def template_key(template_id) -> str:
@@ -53,6 +54,8 @@ def _conversation_data(conversation: Conversation) -> dict[str, Any]:
         "customer_wa_id": conversation.customer_wa_id,
         "customer_name": conversation.customer_name,
         "customer_user_id": conversation.customer_user_id,
+        "customer_username": conversation.customer_username,
+        "customer_parent_user_id": conversation.customer_parent_user_id,
         "last_message_at": _iso(conversation.last_message_at),
         "last_inbound_at": _iso(conversation.last_inbound_at),
     }
@@ -149,6 +152,7 @@ def conversation_cached_for(*, user, conversation_id) -> Conversation | None:
         return None
     return Conversation(
         **{name: data[name] for name in CONVERSATION_FIELDS[2:5]},
+        **{name: data[name] for name in CONVERSATION_FIELDS[7:]},
         id=UUID(data["id"]),
         salon_id=UUID(data["salon_id"]),
         last_message_at=_time(data["last_message_at"]),

@@ -64,12 +64,17 @@ def payload_walk(payload: Any, salons: dict[str, Salon], outcome: Outcome):
     level); returns the inbound messages to store."""
     inbound = Inbound()
     # Template lifecycle (messaging/template_status.py): its own walk.
-    template_updates = template_status_updates_apply(payload, outcome.notes)
-    outcome.values += template_updates
+    seen, unapplied = template_status_updates_apply(payload, outcome.notes)
+    outcome.values += seen
+    outcome.ignored_values += unapplied
     for change in _changes(payload):
         if change.get("field") == TEMPLATE_STATUS_FIELD:
             continue
         if change.get("field", "messages") != "messages":
+            # Not a number's messages (template status updates belong to the
+            # WABA): acknowledged, and nothing here to apply.
+            outcome.values += 1
+            outcome.ignored_values += 1
             outcome.notes.append(f"skipped field {change.get('field')!r}")
             continue
         value = as_dict(change.get("value"))

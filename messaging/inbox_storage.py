@@ -8,12 +8,16 @@ from dataclasses import field as dataclass_field
 from datetime import datetime
 from typing import Any
 
-from django.db.models import Q
+from django.db import transaction
 from django.utils import timezone
 
 from bookings.models import Salon
-from messaging.models import Conversation, Message
+from messaging.customers import Sighting, conversations_resolve
+from messaging.inbox_edits import edits_apply, reactions_supersede
+from messaging.media import media_downloads_publish
+from messaging.models import Message
 from messaging.payloads import (
+    MEDIA_TYPES,
     as_dict,
     as_list,
     inbound_content,
@@ -22,8 +26,8 @@ from messaging.payloads import (
 )
 from messaging.services import conversations_touch, messages_changed_on_commit
 
-#: (salon id, customer wa_id): a conversation's natural key.
-CustomerKey = tuple[Any, str]
+#: System messages that move the customer to new identifiers.
+IDENTITY_CHANGES = ("user_changed_number", "user_changed_user_id")
 
 
 @dataclass
@@ -31,61 +35,55 @@ class Inbound:
     """Inbound messages of one or many bodies, stored with a constant number of
     queries whatever their count."""
 
-    #: customer -> {"customer_name": ..., "customer_user_id": ...}; a later
-    #: body's non-empty values win, as if the bodies were applied in turn.
-    customers: dict[CustomerKey, dict[str, str]] = dataclass_field(default_factory=dict)
-    messages: list[tuple[CustomerKey, Message]] = dataclass_field(default_factory=list)
+    messages: list[tuple[Sighting, Message]] = dataclass_field(default_factory=list)
 
     def merge(self, other: "Inbound") -> None:
-        for key, profile in other.customers.items():
-            known = self.customers.setdefault(key, {})
-            known.update({field: value for field, value in profile.items() if value})
         self.messages.extend(other.messages)
 
     def add_value(self, salon: Salon, value: dict, notes: list[str]) -> None:
-        contacts = {
-            str(as_dict(c).get("wa_id")): as_dict(c)
-            for c in as_list(value.get("contacts"))
-        }
+        by_phone, by_user = {}, {}
+        for contact in as_list(value.get("contacts")):
+            contact = as_dict(contact)
+            if contact.get("wa_id"):
+                by_phone[str(contact["wa_id"])] = contact
+            if contact.get("user_id"):
+                by_user[str(contact["user_id"])] = contact
         now = timezone.now()
         for message in as_list(value.get("messages")):
             message = as_dict(message)
-            wamid, sender = message.get("id"), message.get("from")
-            if not wamid or not sender:
-                notes.append("skipped a message without id or from")
+            wamid = message.get("id")
+            phone = str(message.get("from") or "")
+            user_id = str(message.get("from_user_id") or "")
+            if not wamid or not (phone or user_id):
+                notes.append("skipped a message without id or from (or from_user_id)")
                 continue
-            key = (salon.pk, str(sender))
-            contact = contacts.get(key[1], {})
-            profile = self.customers.setdefault(key, {})
-            name = str(as_dict(contact.get("profile")).get("name") or "")
-            user_id = str(contact.get("user_id") or "")
-            profile.update(
-                {
-                    field: value
-                    for field, value in (
-                        ("customer_name", name),
-                        ("customer_user_id", user_id),
-                    )
-                    if value or field not in profile
-                }
-            )
+            contact = by_phone.get(phone) or by_user.get(user_id) or {}
+            at = meta_time(message.get("timestamp")) or now
+            sighting = _sighting(salon, message, contact, phone, user_id, at)
+            kind = str(message.get("type") or "unknown")[:32]
             body, content = inbound_content(message)
             context = as_dict(message.get("context"))
             if context:
                 content["context"] = context
+            media = kind in MEDIA_TYPES and bool(content.get("id"))
             self.messages.append(
                 (
-                    key,
+                    sighting,
                     Message(
                         salon=salon,
                         wamid=str(wamid),
                         direction=Message.Direction.INBOUND,
-                        type=str(message.get("type") or "unknown")[:32],
+                        type=kind,
                         body=body,
                         content=content,
                         status=Message.Status.RECEIVED,
                         error=message_error(message),
-                        created_at=meta_time(message.get("timestamp")) or now,
+                        created_at=at,
+                        media_status=(
+                            Message.MediaStatus.PENDING
+                            if media
+                            else Message.MediaStatus.NONE
+                        ),
                     ),
                 )
             )
@@ -93,69 +91,81 @@ class Inbound:
     def store(self) -> None:
         if not self.messages:
             return
-        conversations = _conversations_for_customers(self.customers)
+        sightings = [sighting for sighting, _ in self.messages]
+        conversation_ids = conversations_resolve(sightings)
         latest: dict[Any, datetime] = {}
-        for key, row in self.messages:
-            row.conversation_id = conversation_id = conversations[key]
+        latest_inbound: dict[Any, datetime] = {}
+        for (_, row), conversation_id in zip(
+            self.messages, conversation_ids, strict=True
+        ):
+            row.conversation_id = conversation_id
             at = row.created_at
             latest[conversation_id] = max(latest.get(conversation_id, at), at)
+            if row.type != "system":  # not the customer writing
+                latest_inbound[conversation_id] = max(
+                    latest_inbound.get(conversation_id, at), at
+                )
         rows = [row for _, row in self.messages]
+        edits = [row for row in rows if row.type == "edit"]
         # ON CONFLICT DO NOTHING on the wamid unique constraint: a duplicate
         # delivery stores nothing, whatever else runs at the same time.
-        Message.objects.bulk_create(rows, ignore_conflicts=True)
-        _references_link(rows)
-        conversations_touch(latest, inbound=True)
-        by_salon: dict[Any, list] = defaultdict(list)
-        for (salon_id, _), conversation_id in conversations.items():
-            by_salon[salon_id].append(conversation_id)
-        for salon_id, conversation_ids in by_salon.items():
-            messages_changed_on_commit(salon_id, conversation_ids)
-
-
-def _conversations_for_customers(customers: dict[CustomerKey, dict[str, str]]):
-    """customer -> conversation id, creating the missing conversations.
-
-    Safe under concurrency: the (salon, customer_wa_id) unique constraint
-    decides, not a check-then-insert. Existing conversations take the new
-    non-empty name and business-scoped user id.
-    """
-
-    def existing(keys) -> dict[CustomerKey, Conversation]:
-        wa_ids_by_salon: dict[Any, list[str]] = defaultdict(list)
-        for salon_id, wa_id in keys:
-            wa_ids_by_salon[salon_id].append(wa_id)
-        condition = Q(pk__in=[])
-        for salon_id, wa_ids in wa_ids_by_salon.items():
-            condition |= Q(salon_id=salon_id, customer_wa_id__in=wa_ids)
-        return {
-            (c.salon_id, c.customer_wa_id): c
-            for c in Conversation.objects.filter(condition).only(
-                "pk", "salon_id", "customer_wa_id", "customer_name", "customer_user_id"
-            )
-        }
-
-    found = existing(customers)
-    missing = [key for key in customers if key not in found]
-    if missing:
-        Conversation.objects.bulk_create(
-            [
-                Conversation(salon_id=salon_id, customer_wa_id=wa_id, **customers[key])
-                for key in missing
-                for salon_id, wa_id in [key]
-            ],
-            ignore_conflicts=True,
+        Message.objects.bulk_create(
+            [row for row in rows if row.type != "edit"], ignore_conflicts=True
         )
-        found |= existing(missing)
-    for key, profile in customers.items():
-        conversation = found[key]
-        changed = {
-            field: value
-            for field, value in profile.items()
-            if value and getattr(conversation, field) != value
-        }
-        if changed:
-            Conversation.objects.filter(pk=conversation.pk).update(**changed)
-    return {key: conversation.pk for key, conversation in found.items()}
+        # An edit changes the message it edits; one whose original we never
+        # stored is kept as a message of its own, so nothing is lost.
+        unapplied = edits_apply(edits)
+        if unapplied:
+            Message.objects.bulk_create(unapplied, ignore_conflicts=True)
+        _references_link(rows)
+        reactions_supersede(rows)
+        conversations_touch(latest, inbound=False)
+        conversations_touch(latest_inbound, inbound=True)
+        by_salon: dict[Any, list] = defaultdict(list)
+        for row in rows:
+            by_salon[row.salon_id].append(row.conversation_id)
+        for salon_id, ids in by_salon.items():
+            messages_changed_on_commit(salon_id, ids)
+        media = [row.pk for row in rows if row.media_status]
+        if media:
+            transaction.on_commit(lambda: media_downloads_publish(media))
+
+
+def _sighting(
+    salon: Salon, message: dict, contact: dict, phone: str, user_id: str, at
+) -> Sighting:
+    profile = as_dict(contact.get("profile"))
+    user_id = user_id or str(contact.get("user_id") or "")
+    sighting = Sighting(
+        salon_id=salon.pk,
+        phone=phone,
+        user_id=user_id,
+        at=at,
+        profile={
+            "customer_name": str(profile.get("name") or "")[:200],
+            "customer_username": str(profile.get("username") or "")[:100],
+            "customer_parent_user_id": str(
+                message.get("from_parent_user_id")
+                or contact.get("parent_user_id")
+                or ""
+            )[:140],
+        },
+    )
+    system = as_dict(message.get("system"))
+    if message.get("type") == "system" and system.get("type") in IDENTITY_CHANGES:
+        new_phone = str(system.get("wa_id") or "")
+        new_user = str(system.get("user_id") or "")
+        previous_user = str(system.get("previous_user_id") or "")
+        retired = []
+        if new_phone and phone and new_phone != phone:
+            retired.append(("p", phone))
+        for old in (user_id, previous_user):
+            if new_user and old and old != new_user:
+                retired.append(("u", old))
+        sighting.phone = new_phone or phone
+        sighting.user_id = new_user or user_id
+        sighting.retired = tuple(dict.fromkeys(retired))
+    return sighting
 
 
 def _references_link(rows: list[Message]) -> None:

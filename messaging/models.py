@@ -10,11 +10,21 @@ class Conversation(models.Model):
     salon = models.ForeignKey(
         Salon, on_delete=models.CASCADE, related_name="conversations"
     )
-    customer_wa_id = models.CharField(max_length=32)
+    customer_wa_id = models.CharField(
+        max_length=32,
+        blank=True,
+        default="",
+        help_text="The customer's phone number (WhatsApp id); empty while the "
+        "customer hides it behind a username.",
+    )
     customer_name = models.CharField(max_length=200, blank=True)
     customer_user_id = models.CharField(
-        max_length=64, blank=True, help_text="Meta's business-scoped user id (BSUID)."
+        max_length=140, blank=True, help_text="Meta's business-scoped user id (BSUID)."
     )
+    customer_parent_user_id = models.CharField(
+        max_length=140, blank=True, help_text="Meta's parent BSUID (US.ENT....)."
+    )
+    customer_username = models.CharField(max_length=100, blank=True)
     last_message_at = models.DateTimeField(null=True, blank=True)
     last_inbound_at = models.DateTimeField(
         null=True, blank=True, help_text="Opens Meta's 24-hour customer-service window."
@@ -24,14 +34,36 @@ class Conversation(models.Model):
     class Meta:
         ordering = ["-last_message_at"]
         constraints = [
+            # One conversation per customer per salon, whichever identifier
+            # came first: the constraints decide, under any concurrency.
             models.UniqueConstraint(
-                fields=["salon", "customer_wa_id"], name="uniq_conversation_customer"
-            )
+                fields=["salon", "customer_wa_id"],
+                condition=~models.Q(customer_wa_id=""),
+                name="uniq_conversation_customer",
+            ),
+            models.UniqueConstraint(
+                fields=["salon", "customer_user_id"],
+                condition=~models.Q(customer_user_id=""),
+                name="uniq_conversation_customer_user_id",
+            ),
+            models.CheckConstraint(
+                condition=~models.Q(customer_wa_id="", customer_user_id=""),
+                name="conversation_has_customer_id",
+            ),
         ]
         indexes = [models.Index(fields=["salon", "-last_message_at"])]
 
     def __str__(self) -> str:
-        return f"{self.customer_name or self.customer_wa_id} ({self.salon})"
+        return f"{self.customer_label} ({self.salon})"
+
+    @property
+    def customer_label(self) -> str:
+        return (
+            self.customer_name
+            or self.customer_username
+            or self.customer_wa_id
+            or self.customer_user_id
+        )
 
 
 class Message(models.Model):
@@ -45,6 +77,14 @@ class Message(models.Model):
         SENT = "sent"
         DELIVERED = "delivered"
         READ = "read"
+        FAILED = "failed"
+
+    class MediaStatus(models.TextChoices):
+        NONE = "", "no media"
+        PENDING = "pending"
+        STORED = "stored"
+        REFUSED = "refused"
+        GONE = "gone"
         FAILED = "failed"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -85,6 +125,16 @@ class Message(models.Model):
         blank=True,
         help_text="An outbound message still queued was queued again by beat.",
     )
+    media_status = models.CharField(
+        max_length=16, choices=MediaStatus.choices, blank=True, default=""
+    )
+    media_file = models.FileField(max_length=255, blank=True)
+    media_mime_type = models.CharField(max_length=100, blank=True)
+    media_size = models.BigIntegerField(null=True, blank=True)
+    media_sha256 = models.CharField(max_length=64, blank=True)
+    media_error = models.TextField(
+        blank=True, help_text="Why the media was refused, is gone or failed."
+    )
 
     class Meta:
         ordering = ["created_at"]
@@ -95,6 +145,11 @@ class Message(models.Model):
                 fields=["created_at"],
                 condition=models.Q(direction="out", status="queued"),
                 name="message_outbound_queued_idx",
+            ),
+            models.Index(
+                fields=["created_at"],
+                condition=models.Q(media_status="pending"),
+                name="message_media_pending_idx",
             ),
         ]
 

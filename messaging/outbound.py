@@ -189,7 +189,9 @@ def _outbound_send(message: Message) -> SendResult:
     wait)."""
     client = whatsapp_client()
     phone_number_id = message.salon.whatsapp_phone_number_id
-    to = message.conversation.customer_wa_id
+    # The phone number when we know it (Meta recommends it), else the BSUID.
+    conversation = message.conversation
+    to = conversation.customer_wa_id or conversation.customer_user_id
     if message.type == "template":
 
         def call() -> SendResult:

@@ -1,5 +1,6 @@
 from datetime import datetime, timedelta
 
+from django.core.files.storage import default_storage
 from django.db.models import QuerySet
 
 from messaging.models import Conversation, Message, MessageTemplate
@@ -86,3 +87,14 @@ def template_for_language(*, salon, name: str, language: str) -> MessageTemplate
     if len(approved) == 1:
         return next(iter(approved.values()))
     return None
+
+
+def media_open(*, message: Message):
+    """The stored media file of a message, opened for reading; None if the
+    message has none (not media, not downloaded yet, refused, or missing)."""
+    if message.media_status != Message.MediaStatus.STORED or not message.media_file:
+        return None
+    try:
+        return default_storage.open(message.media_file.name, "rb")
+    except (FileNotFoundError, OSError):
+        return None

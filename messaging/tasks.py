@@ -5,9 +5,15 @@ from datetime import timedelta
 from celery import shared_task
 from django.conf import settings
 
-from messaging import inbox, outbound, services
+from messaging import inbox, media, outbound, services
 from messaging.governed_sending import SendDeferred
-from queues.definitions import MESSAGE_STATUS, OUTBOUND, WEBHOOK, queue_task_options
+from queues.definitions import (
+    MEDIA,
+    MESSAGE_STATUS,
+    OUTBOUND,
+    WEBHOOK,
+    queue_task_options,
+)
 from queues.publish import job_defer
 
 
@@ -85,5 +91,25 @@ def messages_outbound_redrive_task() -> int:
             older_than=timedelta(
                 seconds=settings.WHATSAPP_OUTBOUND_REDRIVE_AFTER_SECONDS
             )
+        )
+    )
+
+
+@shared_task(
+    name=media.MESSAGE_MEDIA_DOWNLOAD_TASK, bind=True, **queue_task_options(MEDIA)
+)
+def message_media_download_task(self, message_id: str) -> None:
+    media.message_media_download(
+        message_id=message_id,
+        final_attempt=not MEDIA.may_retry(self.request.retries + 1),
+    )
+
+
+@shared_task(name="messaging.messages_media_redrive", **queue_task_options(MEDIA))
+def messages_media_redrive_task() -> int:
+    """Beat, every minute: media downloads whose job never ran go back in."""
+    return len(
+        media.messages_media_redrive(
+            older_than=timedelta(seconds=settings.WHATSAPP_MEDIA_REDRIVE_AFTER_SECONDS)
         )
     )

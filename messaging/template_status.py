@@ -53,20 +53,21 @@ def _updates(payload: Any):
                 yield str(entry.get("id") or ""), as_dict(change.get("value"))
 
 
-def template_status_updates_apply(payload: Any, notes: list[str]) -> int:
-    """Apply every template status update in the body, in order; returns how
-    many changes were template status updates. What could not be applied
-    (unknown account, template or event) is noted, never raised. A body
-    without any costs no query."""
+def template_status_updates_apply(payload: Any, notes: list[str]) -> tuple[int, int]:
+    """Apply every template status update in the body, in order; returns
+    (template status updates seen, those that changed nothing). What could not
+    be applied (unknown account, template or event) is noted, never raised. A
+    body without any costs no query."""
     updates = list(_updates(payload))
     if not updates:
-        return 0
+        return 0, 0
     with transaction.atomic():
-        _updates_apply(updates, notes)
-    return len(updates)
+        applied = _updates_apply(updates, notes)
+    return len(updates), len(updates) - applied
 
 
-def _updates_apply(updates: list[tuple[str, dict]], notes: list[str]) -> None:
+def _updates_apply(updates: list[tuple[str, dict]], notes: list[str]) -> int:
+    applied = 0
     accounts = {account for account, _ in updates if account}
     salons: dict[str, list[Salon]] = {}
     for salon in Salon.objects.filter(whatsapp_business_account_id__in=accounts):
@@ -93,7 +94,9 @@ def _updates_apply(updates: list[tuple[str, dict]], notes: list[str]) -> None:
             template.save(update_fields=["status", "status_reason", "updated_at"])
             changed += 1
         if changed:
+            applied += 1
             notes.append(f"template {name!r} ({language}) {status}")
             logger.info("Template %s (%s) is %s by Meta", name, language, status)
         else:
             notes.append(f"unknown template {name!r} ({language}) for {account!r}")
+    return applied

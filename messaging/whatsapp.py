@@ -9,6 +9,7 @@ says whether a retry with backoff can help (decided by Meta's error code).
 import hashlib
 import hmac
 import logging
+import re
 import uuid
 from dataclasses import dataclass, field
 from functools import cache
@@ -28,6 +29,21 @@ def signature_matches(body: bytes, header: str | None, secret: str) -> bool:
     expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
     given = header.removeprefix("sha256=").strip().lower()
     return hmac.compare_digest(expected.encode(), given.encode("utf-8", "replace"))
+
+
+#: A business-scoped user id (BSUID): country code, optional ".ENT." for a
+#: parent BSUID, then up to 128 alphanumerics. Phone numbers are digits only.
+BSUID_RE = re.compile(r"^[A-Z]{2}\.(ENT\.)?[A-Za-z0-9]{1,128}$")
+
+
+def is_bsuid(value: str) -> bool:
+    return bool(BSUID_RE.match(value or ""))
+
+
+def recipient_fields(to: str) -> dict[str, str]:
+    """Meta's Send API addresses a phone number with ``to`` and a BSUID (or
+    parent BSUID) with ``recipient``."""
+    return {"recipient": to} if is_bsuid(to) else {"to": to}
 
 
 @dataclass(frozen=True)
@@ -211,7 +227,7 @@ class CloudApiBackend:
         payload: dict[str, Any] = {
             "messaging_product": "whatsapp",
             "recipient_type": "individual",
-            "to": to,
+            **recipient_fields(to),
             "type": "text",
             "text": {"preview_url": False, "body": body},
         }
@@ -241,7 +257,7 @@ class CloudApiBackend:
         payload = {
             "messaging_product": "whatsapp",
             "recipient_type": "individual",
-            "to": to,
+            **recipient_fields(to),
             "type": "template",
             "template": template,
         }

@@ -1,4 +1,4 @@
-"""The five queues, their aliases, retry policies and the priority scale.
+"""The queues, their aliases, retry policies and the priority scale.
 
 Defined once here and imported everywhere else (tasks, routes, workers, the
 queue page, the admin API).
@@ -129,7 +129,28 @@ OUTBOUND = QueueSpec(
     priority=Priority.WEBHOOK,
 )
 
-QUEUES: tuple[QueueSpec, ...] = (WEBHOOK, MESSAGE_STATUS, REMINDER, EMAIL, OUTBOUND)
+MEDIA = QueueSpec(
+    name="whatsapp:media",
+    alias="media",
+    work="download an inbound photo, voice note, video, document or sticker "
+    "before its URL expires",
+    concurrency_setting="MEDIA_QUEUE_CONCURRENCY",
+    attempts_setting=None,
+    attempts_default=5,
+    backoff_seconds=2,
+    # Meta's media URLs expire within minutes: as urgent as the webhooks that
+    # announce them.
+    priority=Priority.WEBHOOK,
+)
+
+QUEUES: tuple[QueueSpec, ...] = (
+    WEBHOOK,
+    MESSAGE_STATUS,
+    REMINDER,
+    EMAIL,
+    OUTBOUND,
+    MEDIA,
+)
 _BY_NAME = {spec.name: spec for spec in QUEUES} | {spec.alias: spec for spec in QUEUES}
 
 

@@ -138,6 +138,10 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 WHITENOISE_USE_FINDERS = True
+# Inbound WhatsApp media, stored through STORAGES["default"] (any backend a
+# deployment configures, e.g. S3 through django-storages).
+MEDIA_ROOT = env.path("MEDIA_ROOT", default=VAR_DIR / "media")
+MEDIA_URL = "media/"  # never served as static files: /api/messages/{id}/media/
 
 # Bodies over this size are refused before they reach a view (the webhook
 # allows 4 MiB, Meta sends up to 3 MB).
@@ -216,6 +220,7 @@ MESSAGE_QUEUE_CONCURRENCY = env.int("MESSAGE_QUEUE_CONCURRENCY", default=10)
 BOOKING_QUEUE_CONCURRENCY = env.int("BOOKING_QUEUE_CONCURRENCY", default=3)
 EMAIL_QUEUE_CONCURRENCY = env.int("EMAIL_QUEUE_CONCURRENCY", default=5)
 OUTBOUND_QUEUE_CONCURRENCY = env.int("OUTBOUND_QUEUE_CONCURRENCY", default=5)
+MEDIA_QUEUE_CONCURRENCY = env.int("MEDIA_QUEUE_CONCURRENCY", default=5)
 
 # Longer than any retry delay or task time limit: an unacknowledged message is
 # redelivered only when its worker is really gone.
@@ -426,6 +431,11 @@ WHATSAPP_WEBHOOK_DRAIN_LINGER_SECONDS = env.float(
 )
 # Beat queues again outbound messages still queued this long after they were
 # written (their enqueue failed, or their job was lost).
+# Inbound media still pending this long (its job was never published or
+# lost) is queued again by beat.
+WHATSAPP_MEDIA_REDRIVE_AFTER_SECONDS = env.int(
+    "WHATSAPP_MEDIA_REDRIVE_AFTER_SECONDS", default=120
+)
 WHATSAPP_OUTBOUND_REDRIVE_AFTER_SECONDS = env.int(
     "WHATSAPP_OUTBOUND_REDRIVE_AFTER_SECONDS", default=300
 )

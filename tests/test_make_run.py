@@ -98,10 +98,16 @@ def test_make_run_serves_the_product(tmp_path):
             text = log_path.read_text(errors="replace")
             return all(
                 re.search(rf"{name}@\S+ ready\.", text)
-                for name in ("webhook", "message-status", "reminder", "email-outbound")
+                for name in (
+                    "webhook",
+                    "message-status",
+                    "reminder",
+                    "email-outbound",
+                    "media",
+                )
             )
 
-        wait_until(all_workers_ready, timeout=120, message="four workers ready")
+        wait_until(all_workers_ready, timeout=120, message="five workers ready")
         text = log_path.read_text(errors="replace")
         assert "beat: Starting..." in text
         assert "demo: log in" in text

@@ -1,3 +1,4 @@
+from django.urls import reverse
 from rest_framework import serializers
 
 from messaging.models import Conversation, Message, MessageTemplate
@@ -7,11 +8,24 @@ from saas.tenancy import SalonField
 class ConversationSerializer(serializers.ModelSerializer):
     class Meta:
         model = Conversation
-        fields = ["id", "salon", "customer_wa_id", "customer_name", "last_message_at"]
+        fields = [
+            "id",
+            "salon",
+            "customer_wa_id",
+            "customer_name",
+            "customer_user_id",
+            "customer_username",
+            "customer_parent_user_id",
+            "last_message_at",
+        ]
         read_only_fields = fields
 
 
 class MessageSerializer(serializers.ModelSerializer):
+    media_url = serializers.SerializerMethodField(
+        help_text="The downloaded file (GET), once media_status is stored."
+    )
+
     class Meta:
         model = Message
         fields = [
@@ -31,8 +45,19 @@ class MessageSerializer(serializers.ModelSerializer):
             "read_at",
             "failed_at",
             "created_at",
+            "media_status",
+            "media_mime_type",
+            "media_size",
+            "media_sha256",
+            "media_error",
+            "media_url",
         ]
         read_only_fields = fields
+
+    def get_media_url(self, message: Message) -> str | None:
+        if message.media_status != Message.MediaStatus.STORED:
+            return None
+        return reverse("message-media", kwargs={"pk": message.pk})
 
 
 class MessageCreateSerializer(serializers.Serializer):

@@ -1,12 +1,14 @@
 import json
 import logging
+import mimetypes
 import secrets
 
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, connection
-from django.http import HttpResponse
+from django.http import FileResponse, Http404, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
@@ -21,10 +23,29 @@ from messaging.api.serializers import (
     TemplateUpdateSerializer,
 )
 from messaging.cache import conversation_cached_for, template_cached_for
+from messaging.models import Message
+from messaging.selectors import media_open
 from messaging.whatsapp import signature_matches
 from saas.api.params import uuid_query_param
 
 logger = logging.getLogger(__name__)
+
+
+def media_response(message: Message, opened) -> FileResponse:
+    """A customer's file, never rendered or sniffed as anything but what it
+    was stored as: an attachment, no MIME sniffing, a sandboxing CSP."""
+    extension = mimetypes.guess_extension(message.media_mime_type) or ".bin"
+    response = FileResponse(
+        opened,
+        as_attachment=True,
+        filename=f"{message.type}-{message.pk}{extension}",
+        content_type=message.media_mime_type or "application/octet-stream",
+    )
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    response["Cache-Control"] = "private, max-age=300"
+    return response
+
 
 SALON_FILTER = OpenApiParameter("salon", str, description="Only this salon (UUID).")
 
@@ -82,6 +103,19 @@ class MessageViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
 
     def get_queryset(self):
         return selectors.message_list(user=self.request.user)
+
+    @extend_schema(
+        responses={(200, "application/octet-stream"): OpenApiTypes.BINARY},
+        description="The downloaded photo, voice note, video, document or "
+        "sticker, as an attachment; 404 for a message without stored media.",
+    )
+    @action(detail=True, methods=["get"])
+    def media(self, request, pk=None):
+        message = self.get_object()
+        opened = media_open(message=message)
+        if opened is None:
+            raise Http404("This message has no stored media.")
+        return media_response(message, opened)
 
 
 @extend_schema_view(list=extend_schema(parameters=[SALON_FILTER]))

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('messaging', '0004_message_outbound_redrive'),
+        ('messaging', '0005_i12_customer_bsuid_and_media'),
     ]
 
     operations = [

@@ -2,7 +2,14 @@
 
 from rest_framework import serializers
 
-from queues.definitions import EMAIL, MESSAGE_STATUS, OUTBOUND, REMINDER, WEBHOOK
+from queues.definitions import (
+    EMAIL,
+    MEDIA,
+    MESSAGE_STATUS,
+    OUTBOUND,
+    REMINDER,
+    WEBHOOK,
+)
 
 E164 = r"^\+[1-9]\d{6,14}$"
 
@@ -41,12 +48,18 @@ class OutboundTestData(serializers.Serializer):
     text = serializers.CharField(max_length=4096)
 
 
+class MediaTestData(serializers.Serializer):
+    messageId = serializers.CharField()  # noqa: N815
+    mediaId = serializers.RegexField(r"^\d{1,32}$", required=False)  # noqa: N815
+
+
 TEST_DATA_SERIALIZERS = {
     WEBHOOK.name: WebhookTestData,
     MESSAGE_STATUS.name: MessageStatusTestData,
     REMINDER.name: ReminderTestData,
     EMAIL.name: EmailTestData,
     OUTBOUND.name: OutboundTestData,
+    MEDIA.name: MediaTestData,
 }
 
 

@@ -20,6 +20,10 @@ from tests.messaging.conftest import (
     sign,
     status_body,
 )
+from tests.messaging.fixtures_more import (
+    fixtures_more_check,
+    fixtures_more_outbound,
+)
 from tests.processes import free_port
 from tests.utils import run_with_broker_away, wait_until
 
@@ -208,7 +212,8 @@ def test_every_fixture_posted_signed_and_processed_by_a_worker(
 ):
     client = Client()
     names = fixture_names()
-    assert len(names) == 17  # 28: template status updates (issue 15)
+    assert len(names) == 31
+    extra = fixtures_more_outbound(salon)
     for name in names:
         response = post_webhook(client, fixture_bytes(name))
         assert response.status_code == 200, name
@@ -223,13 +228,16 @@ def test_every_fixture_posted_signed_and_processed_by_a_worker(
             and Message.objects.get(pk=reminder.pk).status == "read"
             and Message.objects.get(pk=offer.pk).status == "read"
             and Message.objects.get(pk=outbound["text_to_tom"].pk).status == "failed"
+            and Message.objects.get(pk=extra["reminder_to_sofia"].pk).status
+            == "delivered"
         )
 
     wait_until(statuses_applied, timeout=90, message="all fixtures processed")
 
     events = dict(WebhookEvent.objects.values_list("pk", "status"))
-    assert sorted(events.values()).count("ignored") == 1  # 10: unknown number
-    assert sorted(events.values()).count("processed") == 16
+    # 10: unknown number; 28: a template status update (issue 15 applies them)
+    assert sorted(events.values()).count("ignored") == 2
+    assert sorted(events.values()).count("processed") == 29
 
     inbound = {m.wamid: m for m in Message.objects.filter(direction="in")}
     expected = sum(
@@ -239,20 +247,27 @@ def test_every_fixture_posted_signed_and_processed_by_a_worker(
         for e in json.loads(fixture_bytes(name))["entry"]
         for c in e["changes"]
     )
-    assert len(inbound) == expected == 12
+    # 19 is an edit: it changes 01 instead of adding a message.
+    assert len(inbound) == expected - 1 == 24
 
-    def one(kind: str) -> Message:
-        (message,) = [m for m in inbound.values() if m.type == kind]
+    def one(kind: str, before: int = 1781010000) -> Message:
+        """The one message of this type in files 01-16 (before 17's time)."""
+        (message,) = [
+            m for m in inbound.values() if m.type == kind and m.created_at < at(before)
+        ]
         return message
 
     # 01, 04: text
     maria = Conversation.objects.get(salon=salon, customer_wa_id="16505551234")
     assert maria.customer_name == "Maria Gomez"
     assert maria.customer_user_id == "US.13491208655302741918"
-    assert "Hi! Can I book a haircut for Saturday morning?" in [
-        m.body for m in maria.messages.all()
+    # 01, edited by 19: the new text, the first one kept in its history
+    first = inbound["wamid.HBgLMTY1MDU1NTEyMzQVAgASGBQ0RjFBMjFDQUQ3NUJBODY3QTMyQQA="]
+    assert first.body == "Hi! Can I book a haircut for Saturday afternoon?"
+    assert [e["previous_body"] for e in first.content["edits"]] == [
+        "Hi! Can I book a haircut for Saturday morning?"
     ]
-    assert maria.messages.filter(direction="in", type="text").count() == 3
+    assert maria.messages.filter(direction="in", type="text").count() == 4  # + 18
     dana = Conversation.objects.get(salon=salon, customer_wa_id="16505550142")
     assert dana.customer_name == "Dana Kim"
     # 02: image
@@ -293,7 +308,7 @@ def test_every_fixture_posted_signed_and_processed_by_a_worker(
     )
     assert Conversation.objects.exclude(salon=salon).count() == 0
     # 11: reaction attached to the reminder
-    reaction = one("reaction")
+    reaction = inbound["wamid.HBgLMTY1MDU1NTEyMzQVAgASGBQxQTA5NThCMDdFODk3RUE0QTFFNAA="]
     assert reaction.reaction_to_id == reminder.pk
     assert reaction.body == "\U0001f44d"
     # 12: unsupported, with its error
@@ -319,8 +334,9 @@ def test_every_fixture_posted_signed_and_processed_by_a_worker(
     # The window opens at the newest inbound message; last_message_at (set to
     # now by the seeded outbound message) never moves back to Meta's 2026-06.
     maria.refresh_from_db()
-    assert maria.last_inbound_at == at(1781004500)
-    assert maria.last_message_at > at(1781004500)
+    assert maria.last_inbound_at == at(1781010300)  # 18
+    assert maria.last_message_at > at(1781010300)
+    fixtures_more_check(salon, inbound, outbound, extra)
 
 
 def _post_in_thread(body: bytes) -> int:

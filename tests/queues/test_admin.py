@@ -64,6 +64,7 @@ def test_overview_shows_every_queue_with_counts_and_flower(staff):
         "booking:reminder",
         "notification:email",
         "whatsapp:outbound",
+        "whatsapp:media",
     ):
         assert f'data-queue="{name}"' in html
     row = re.search(r'data-queue="whatsapp:webhook".*?</tr>', html, re.S).group(0)

@@ -77,7 +77,7 @@ def count_cell(page, queue: str, state: str):
 
 def test_queue_page_in_a_browser(page, live_server):
     ARTIFACTS.mkdir(exist_ok=True)
-    assert page.locator("tr[data-queue]").count() == 5
+    assert page.locator("tr[data-queue]").count() == 6  # with whatsapp:media
     assert count_cell(page, WEBHOOK.name, "waiting").inner_text() == "0"
     assert page.locator("#site-name").is_visible()  # the admin's header
 

@@ -55,7 +55,7 @@ def test_queue_stats_lists_every_queue():
         "0",
         "running",
     ]
-    assert len(lines) == 6
+    assert len(lines) == 7  # the header and six queues (issue 12 adds media)
 
 
 def test_pause_and_resume_are_logged_with_the_command():
