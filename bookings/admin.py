@@ -1,9 +1,11 @@
 from django import forms
 from django.contrib import admin
 from django.core.exceptions import ValidationError
+from django.utils.html import format_html, format_html_join
 
 from bookings import services
 from bookings.models import Booking, BookingReminder, Salon
+from bookings.timeline import booking_timeline
 
 
 @admin.register(Salon)
@@ -103,7 +105,32 @@ class BookingAdmin(admin.ModelAdmin):
     )
     date_hierarchy = "start_at"
     raw_id_fields = ("salon",)
-    readonly_fields = ("id", "metadata", "created_at", "updated_at")
+    readonly_fields = ("id", "metadata", "created_at", "updated_at", "timeline")
+
+    @admin.display(description="Timeline")
+    def timeline(self, obj):
+        """E-mails, reminders and cancellation in time order (bookings/timeline.py)."""
+        if obj is None or obj.pk is None:
+            return "—"
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    event["at"].isoformat(timespec="seconds") if event["at"] else "",
+                    event["kind"],
+                    event["event"],
+                    event.get("template") or event.get("reminder") or "",
+                    event.get("reason") or "",
+                )
+                for event in booking_timeline(booking=obj)
+            ),
+        )
+        return format_html(
+            '<table id="booking-timeline"><thead><tr><th>When</th><th>What</th>'
+            "<th>Event</th><th>Detail</th><th>Why</th></tr></thead><tbody>{}</tbody></table>",
+            rows,
+        )
 
     def save_model(self, request, obj, form, change):
         """The same service as the API: reminders, e-mails, rules."""

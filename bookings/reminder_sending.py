@@ -11,6 +11,7 @@ spending an attempt and goes in a later round; past its ``send_by`` it fails
 with the throughput reason.
 """
 
+import logging
 import time
 from datetime import datetime
 
@@ -18,14 +19,24 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from bookings.models import Booking, BookingReminder
+from bookings.models import Booking, BookingReminder, Salon
 from bookings.reminder_content import ReminderOutbound, reminder_outbound
 from bookings.reminders import reminder_jobs_publish, reminder_too_late_reason
 from bookings.signals import bookings_changed_on_commit
-from messaging.governed_sending import SendOutcome, governed_sends, sends_in_flight
+from messaging.governed_sending import (
+    GovernedSend,
+    SendOutcome,
+    governed_send,
+    governed_sends,
+    salon_rate,
+    sends_in_flight,
+)
 from messaging.outbound import message_outbound_record, message_send_error_record
 from messaging.services import wa_id_from_phone
+from messaging.whatsapp import WhatsAppError, whatsapp_client
 from queues.definitions import REMINDER, RetryableJobError
+
+logger = logging.getLogger(__name__)
 
 #: A job starts no new round after this long and hands the rest to a new job,
 #: so a slow Meta never drives it into the task time limit mid-send.
@@ -309,3 +320,38 @@ def reminders_deliver(
             + "; ".join(retry_errors[:5])
         )
     return outcome
+
+
+REMINDER_TEST_SEND_TASK = "bookings.reminder_test_send"
+
+
+def reminder_test_send(*, salon_id: str, to: str, parameters: list[str]) -> str:
+    """The operators' test job on booking:reminder (POST /admin/queue/test): the
+    reminder template (WHATSAPP_REMINDER_TEMPLATE, in the salon's language)
+    sent to ``to`` from the salon's number, through the throughput governor
+    like every send (SendDeferred when it must wait). Nothing is recorded.
+    Returns the wamid."""
+    salon = Salon.objects.get(pk=salon_id)
+    wa_id = wa_id_from_phone(to)
+    client = whatsapp_client()
+    try:
+        result = governed_send(
+            GovernedSend(
+                phone_number_id=salon.whatsapp_phone_number_id,
+                recipient=wa_id,
+                rate=salon_rate(salon),
+                call=lambda: client.send_template(
+                    phone_number_id=salon.whatsapp_phone_number_id,
+                    to=wa_id,
+                    name=settings.WHATSAPP_REMINDER_TEMPLATE,
+                    language=salon.language,
+                    parameters=parameters,
+                ),
+            )
+        )
+    except WhatsAppError as exc:
+        if exc.retryable:
+            raise RetryableJobError(str(exc)) from exc
+        raise
+    logger.info("Test reminder %s sent to %s", result.wamid, to)
+    return result.wamid

@@ -16,13 +16,16 @@ Nothing waits forever and nothing is stored twice:
 - a kick that fails (broker down) leaves the event pending, and any later kick
   drains it, as does beat's re-drive of events pending for too long;
 - a batch commits its messages and its events' statuses together, and the
-  wamid unique constraint makes a replayed batch store nothing twice.
+  wamid unique constraint makes a replayed batch store nothing twice;
+- a body that kills the worker is claimed a few times, alone, then
+  quarantined (messaging/inbox_claims.py), and the rest go through.
+
+Webhooks reach ``webhook_event_receive`` one by one from the seed's facade;
+the web's path stores them by group commit (messaging/inbox_commit.py).
 """
 
-import json
 import logging
 import time
-from collections import defaultdict
 from datetime import timedelta
 
 from django.conf import settings
@@ -31,11 +34,15 @@ from django.db.models import F
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
 
-from messaging.inbox_reading import Outcome, payload_walk, salons_by_number
-from messaging.inbox_storage import Inbound
+from messaging.inbox_apply import webhook_events_apply
+from messaging.inbox_claims import (
+    claims_add,
+    claims_forget,
+    claims_read,
+    webhook_events_quarantine,
+)
 from messaging.models import WebhookEvent
-from messaging.services import MESSAGE_STATUSES_APPLY_TASK
-from queues.definitions import MESSAGE_STATUS, WEBHOOK, Priority, RetryableJobError
+from queues.definitions import WEBHOOK, Priority, RetryableJobError
 from queues.keys import DRAIN_FLAG_KEY, PAUSED_KEY
 from queues.publish import job_publish
 from saas.redis import queue_redis
@@ -46,10 +53,6 @@ logger = logging.getLogger(__name__)
 #: Jobs of whatsapp:webhook (messaging/tasks.py), published by name.
 WEBHOOK_EVENT_PROCESS_TASK = "messaging.webhook_event_process"
 WEBHOOK_EVENTS_DRAIN_TASK = "messaging.webhook_events_drain"
-
-#: Statuses applied per message-status job: a 10,000-status body becomes 100
-#: small jobs, never one huge one.
-STATUS_BATCH_SIZE = 100
 
 
 # --- Receiving ------------------------------------------------------------------
@@ -148,24 +151,47 @@ def webhook_events_redrive(*, older_than: timedelta, limit: int = 1000) -> list[
     return ids
 
 
+def webhook_event_release(*, event_id: int) -> bool:
+    """An operator's re-drive of a quarantined event: pending again, its
+    claims forgotten, a drain kicked. False if it was not quarantined."""
+    released = WebhookEvent.objects.filter(
+        pk=event_id, status=WebhookEvent.Status.QUARANTINED
+    ).update(status=WebhookEvent.Status.PENDING, redriven_at=timezone.now())
+    if released:
+        claims_forget([event_id])
+        logger.warning("Quarantined webhook event %s re-driven", event_id)
+        transaction.on_commit(webhook_drain_kick)
+    return bool(released)
+
+
 # --- Draining -------------------------------------------------------------------
 
 
 def webhook_events_drain(
-    *, batch_size: int, time_budget: float, linger: float = 0.0
+    *,
+    batch_size: int,
+    time_budget: float,
+    linger: float = 0.0,
+    linger_min: float | None = None,
 ) -> int:
     """Process pending events batch after batch until none is left; returns how
     many. It stops when the queue is paused.
 
-    After a batch that was not full the job waits ``linger`` seconds before
-    claiming again, so that under a steady stream it takes fewer, fuller
-    batches (and webhooks find the flag set and queue nothing) for at most
-    that much more latency. Past ``time_budget`` seconds a fresh job takes
-    over, so one job never runs into the time limits however long the backlog.
+    After a batch that was not full the job waits before claiming again, so
+    that under a steady stream it takes fuller batches (and webhooks find the
+    flag set and queue nothing). The wait adapts to the stream: from
+    ``linger_min`` after a batch that came back nearly empty (moderate load:
+    an event waits a few ms, not ``linger``) up to ``linger`` as batches fill
+    (heavy load: fewer, fuller transactions); a full batch does not wait at
+    all. The job stops once nothing came for twice ``linger``. Past
+    ``time_budget`` seconds a fresh job takes over, so one job never runs into
+    the time limits however long the backlog.
     """
+    if linger_min is None:
+        linger_min = linger
     deadline = time.monotonic() + time_budget
     drained = 0
-    idle_polls = 0
+    idle_since: float | None = None
     while True:
         if _drain_flag_hold():
             # Paused: stop here and leave a job waiting in the queue, so that
@@ -178,11 +204,16 @@ def webhook_events_drain(
         if claimed and time.monotonic() > deadline:
             webhook_drain_kick(force=True)
             return drained
-        if claimed == batch_size:
+        if claimed >= batch_size:
+            idle_since = None
             continue
-        idle_polls = 0 if claimed else idle_polls + 1
-        if linger and idle_polls < 2:
-            time.sleep(linger)
+        now = time.monotonic()
+        if claimed:
+            idle_since = None
+        elif idle_since is None:
+            idle_since = now
+        if linger and (idle_since is None or now - idle_since < 2 * linger):
+            time.sleep(drain_linger(claimed, batch_size, linger_min, linger))
             continue
         _drain_flag_clear()
         # A webhook stored after our last claim may have found the flag set
@@ -193,9 +224,22 @@ def webhook_events_drain(
             return drained
 
 
+def drain_linger(claimed: int, batch_size: int, low: float, high: float) -> float:
+    """The wait before the next claim: ``low`` after an empty or nearly empty
+    batch, growing with how full the last batch was, ``high`` at most."""
+    fill = min(1.0, claimed / batch_size) if batch_size else 1.0
+    return min(high, max(low, low + (high - low) * fill))
+
+
 def webhook_events_process_batch(*, limit: int) -> int:
     """Claim up to ``limit`` pending events nobody holds and apply them in one
     transaction. Returns how many were claimed.
+
+    Each event's claim is counted on the broker's Redis before any work on
+    it (messaging/inbox_claims.py), so a worker that dies mid-batch leaves a
+    trace its transaction cannot roll back: an event claimed before and never
+    finished is applied alone, after the batch; one claimed
+    WHATSAPP_WEBHOOK_MAX_CLAIMS times is quarantined instead.
 
     A database or broker error rolls the batch back and raises
     RetryableJobError. Any other error (a bug, or data we did not foresee) is
@@ -203,6 +247,8 @@ def webhook_events_process_batch(*, limit: int) -> int:
     the culprit is marked failed.
     """
     event_ids: list[int] = []
+    fresh: list[int] = []
+    suspects: list[int] = []
     try:
         with transaction.atomic():
             events = list(
@@ -211,23 +257,46 @@ def webhook_events_process_batch(*, limit: int) -> int:
                 .order_by("received_at")[:limit]
             )
             event_ids = [event.pk for event in events]
+            fresh, suspects, poison = _events_sort_by_claims(event_ids)
+            webhook_events_quarantine(poison)
+            events = [event for event in events if event.pk in set(fresh)]
             if events:
-                _webhook_events_apply(events)
+                claims_add(fresh)
+                webhook_events_apply(events)
+        claims_forget(fresh + list(poison))
     except (OperationalError, InterfaceError, BrokerError) as exc:
+        # The process survived: not a poison body, so the claim does not count.
+        claims_forget(fresh)
         raise RetryableJobError(f"webhook batch: {exc!r}") from exc
     except Exception:
+        claims_forget(fresh)  # narrowed down one by one below, counted there
         logger.exception(
             "Webhook batch of %d failed; processing its events one by one",
-            len(event_ids),
+            len(fresh),
         )
-        for event_id in event_ids:
-            try:
-                webhook_event_process(event_id=event_id)
-            except RetryableJobError:
-                raise
-            except Exception:  # marked failed, with the error, by the call
-                pass
+        suspects = fresh + suspects
+    # Claimed before and never finished (their worker died): one by one, so a
+    # poison body takes nobody down with it.
+    for event_id in suspects:
+        try:
+            webhook_event_process(event_id=event_id)
+        except RetryableJobError:
+            raise
+        except Exception:  # marked failed, with the error, by the call
+            pass
     return len(event_ids)
+
+
+def _events_sort_by_claims(
+    event_ids: list[int],
+) -> tuple[list[int], list[int], dict[int, int]]:
+    """(never claimed, claimed before and not finished, to quarantine)."""
+    counts = claims_read(event_ids)
+    limit = settings.WHATSAPP_WEBHOOK_MAX_CLAIMS
+    poison = {pk: n for pk, n in counts.items() if n >= limit}
+    suspects = [pk for pk in event_ids if 0 < counts[pk] < limit]
+    fresh = [pk for pk in event_ids if counts[pk] == 0]
+    return fresh, suspects, poison
 
 
 def webhook_event_process(*, event_id: int) -> WebhookEvent | None:
@@ -252,16 +321,25 @@ def webhook_event_process(*, event_id: int) -> WebhookEvent | None:
                     # nobody else would come back for it before the re-drive.
                     raise RetryableJobError(f"webhook event {event_id} is busy")
                 return None  # done already
-            _webhook_events_apply([event], raise_errors=True)
-            return event
+            claims = claims_read([event_id])[event_id]
+            if claims >= settings.WHATSAPP_WEBHOOK_MAX_CLAIMS:
+                webhook_events_quarantine({event_id: claims})
+            else:
+                claims_add([event_id])
+                webhook_events_apply([event], raise_errors=True)
+        claims_forget([event_id])
+        return event
     except RetryableJobError:
         raise
     except (OperationalError, InterfaceError, BrokerError) as exc:
         # The database or the broker (fanning statuses out) is away: the
-        # transaction rolled back, so the event is still pending; retry.
+        # transaction rolled back, so the event is still pending; retry. The
+        # process survived, so the claim does not count towards quarantine.
+        claims_forget([event_id])
         raise RetryableJobError(f"webhook event {event_id}: {exc!r}") from exc
     except Exception as exc:
         logger.exception("Webhook event %s failed", event_id)
+        claims_forget([event_id])
         WebhookEvent.objects.filter(
             pk=event_id, status=WebhookEvent.Status.PENDING
         ).update(
@@ -270,85 +348,3 @@ def webhook_event_process(*, event_id: int) -> WebhookEvent | None:
             last_error=repr(exc)[:4000],
         )
         raise
-
-
-def _webhook_events_apply(
-    events: list[WebhookEvent], *, raise_errors: bool = False
-) -> None:
-    """In the caller's transaction: store what the events' bodies carry, mark
-    each event, and fan their statuses out.
-
-    An event whose body cannot be read is marked failed on its own (or, with
-    ``raise_errors``, raises), without touching the others.
-    """
-    payloads = {}
-    for event in events:
-        try:
-            payloads[event.pk] = json.loads(event.body)
-        except ValueError:
-            if raise_errors:
-                raise
-            payloads[event.pk] = None
-    salons = salons_by_number(payloads.values())
-    batch = Inbound()
-    statuses: dict[str, list[dict]] = defaultdict(list)
-    for event in events:
-        event.attempts += 1
-        try:
-            if payloads[event.pk] is None:
-                raise ValueError("the stored body is not JSON")
-            outcome = Outcome()
-            inbound = payload_walk(payloads[event.pk], salons, outcome)
-        except Exception as exc:
-            if raise_errors:
-                raise
-            logger.exception("Webhook event %s failed", event.pk)
-            event.status = WebhookEvent.Status.FAILED
-            event.last_error = repr(exc)[:4000]
-            continue
-        batch.merge(inbound)
-        for salon_id, salon_statuses in outcome.statuses.items():
-            statuses[salon_id].extend(salon_statuses)
-        event.status = (
-            WebhookEvent.Status.IGNORED
-            if outcome.ignored_only
-            else WebhookEvent.Status.PROCESSED
-        )
-        event.last_error = "; ".join(outcome.notes)[:4000]
-    batch.store()
-    _events_mark(events)
-    # Published before commit on purpose: a crash between commit and publish
-    # would lose them, while publishing twice (this batch rolled back and ran
-    # again) is harmless, as statuses apply idempotently.
-    for salon_id, salon_statuses in statuses.items():
-        _message_statuses_enqueue(salon_id, salon_statuses)
-
-
-def _events_mark(events: list[WebhookEvent]) -> None:
-    """Write the events' outcomes: one UPDATE per distinct outcome, which under
-    load is one for the whole batch."""
-    processed_at = timezone.now()
-    outcomes: dict[tuple[str, str], list[int]] = defaultdict(list)
-    for event in events:
-        if event.status != WebhookEvent.Status.FAILED:
-            event.processed_at = processed_at
-        outcomes[(event.status, event.last_error)].append(event.pk)
-    for (status, last_error), ids in outcomes.items():
-        WebhookEvent.objects.filter(pk__in=ids).update(
-            status=status,
-            attempts=F("attempts") + 1,
-            last_error=last_error,
-            processed_at=None if status == WebhookEvent.Status.FAILED else processed_at,
-        )
-
-
-def _message_statuses_enqueue(salon_id: str, statuses: list[dict]) -> None:
-    for start in range(0, len(statuses), STATUS_BATCH_SIZE):
-        job_publish(
-            MESSAGE_STATUSES_APPLY_TASK,
-            queue=MESSAGE_STATUS,
-            kwargs={
-                "salon_id": salon_id,
-                "statuses": statuses[start : start + STATUS_BATCH_SIZE],
-            },
-        )

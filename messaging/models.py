@@ -211,6 +211,9 @@ class WebhookEvent(models.Model):
         PROCESSED = "processed"
         IGNORED = "ignored"
         FAILED = "failed"
+        # Claimed by too many drains that never finished it (the worker died
+        # on it): set aside for an operator, re-drivable from the queue page.
+        QUARANTINED = "quarantined"
 
     received_at = models.DateTimeField(db_index=True)
     body = models.TextField(help_text="The raw body, exactly as signed by Meta.")

@@ -19,6 +19,7 @@ from messaging.services import (
     conversations_touch,
     messages_changed_on_commit,
     orphan_statuses_adopt,
+    wa_id_from_phone,
 )
 from messaging.whatsapp import SendResult, WhatsAppError, whatsapp_client
 from queues.definitions import OUTBOUND, RetryableJobError
@@ -29,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 #: The job of whatsapp:outbound (messaging/tasks.py), published by name.
 MESSAGE_OUTBOUND_SEND_TASK = "messaging.message_outbound_send"
+MESSAGE_TEST_SEND_TASK = "messaging.message_test_send"
 
 WINDOW_CLOSED = (
     "The customer has not written in the last 24 hours, so WhatsApp only "
@@ -264,8 +266,40 @@ def message_outbound_deliver(*, message_id, final_attempt: bool) -> Message | No
 def _message_fail(message: Message, error: dict) -> Message:
     logger.warning("Outbound message %s failed: %s", message.pk, error)
     Message.objects.filter(pk=message.pk, status=Message.Status.QUEUED).update(
-        status=Message.Status.FAILED, error=error, failed_at=timezone.now()
+        status=Message.Status.FAILED,
+        error=send_error_annotate(error),
+        failed_at=timezone.now(),
     )
     messages_changed_on_commit(message.salon_id, [message.conversation_id])
     message.refresh_from_db()
     return message
+
+
+def message_test_send(*, salon_id: str, to: str, text: str) -> str:
+    """The operators' test job on whatsapp:outbound (POST /admin/queue/test):
+    ``text`` to ``to`` from the salon's number through the configured backend,
+    paced by the throughput governor like every send (SendDeferred when it
+    must wait). Nothing is recorded: the number is the operator's, not a
+    customer's. Returns the wamid."""
+    salon = Salon.objects.get(pk=salon_id)
+    wa_id = wa_id_from_phone(to)
+    client = whatsapp_client()
+    try:
+        result = governed_send(
+            GovernedSend(
+                phone_number_id=salon.whatsapp_phone_number_id,
+                recipient=wa_id,
+                rate=salon_rate(salon),
+                call=lambda: client.send_text(
+                    phone_number_id=salon.whatsapp_phone_number_id,
+                    to=wa_id,
+                    body=text,
+                ),
+            )
+        )
+    except WhatsAppError as exc:
+        if exc.retryable:
+            raise RetryableJobError(str(exc)) from exc
+        raise
+    logger.info("Test message %s sent to %s", result.wamid, to)
+    return result.wamid

@@ -34,6 +34,7 @@ def webhook_events_drain_task(self) -> int:
         batch_size=settings.WHATSAPP_WEBHOOK_BATCH_SIZE,
         time_budget=settings.WHATSAPP_WEBHOOK_DRAIN_SECONDS,
         linger=settings.WHATSAPP_WEBHOOK_DRAIN_LINGER_SECONDS,
+        linger_min=settings.WHATSAPP_WEBHOOK_DRAIN_LINGER_MIN_SECONDS,
     )
 
 
@@ -113,3 +114,15 @@ def messages_media_redrive_task() -> int:
             older_than=timedelta(seconds=settings.WHATSAPP_MEDIA_REDRIVE_AFTER_SECONDS)
         )
     )
+
+
+@shared_task(
+    name=outbound.MESSAGE_TEST_SEND_TASK, bind=True, **queue_task_options(OUTBOUND)
+)
+def message_test_send_task(self, salon_id: str, to: str, text: str) -> str:
+    """The operators' test job on whatsapp:outbound."""
+    try:
+        return outbound.message_test_send(salon_id=salon_id, to=to, text=text)
+    except SendDeferred as deferred:
+        # The governor's wait is not a failed attempt.
+        job_defer(self, countdown=deferred.retry_after, reason=str(deferred))

@@ -99,8 +99,10 @@ def email_enqueue(
     data: dict[str, Any],
     subject: str = "",
     priority: int = Priority.EMAIL,
+    job_id: str | None = None,
 ) -> EmailLog:
-    """Log an e-mail and queue it on notification:email after commit.
+    """Log an e-mail and queue it on notification:email after commit (under
+    ``job_id`` when given: the queue page's test job follows its job).
 
     Bad job data is refused here with a ValidationError naming the field, and
     nothing is logged or queued.
@@ -116,11 +118,11 @@ def email_enqueue(
         data=redact_data(data),
         priority=priority,
     )
-    transaction.on_commit(lambda: _email_publish(log))
+    transaction.on_commit(lambda: _email_publish(log, job_id=job_id))
     return log
 
 
-def _email_publish(log: EmailLog) -> None:
+def _email_publish(log: EmailLog, *, job_id: str | None = None) -> None:
     """Publish the log's job; in a broker outage the log stays queued until
     beat re-drives it."""
     job_publish(
@@ -138,6 +140,7 @@ def _email_publish(log: EmailLog) -> None:
             "log_id": str(log.pk),
         },
         priority=log.priority,
+        job_id=job_id,
     )
 
 

@@ -7,38 +7,49 @@ few seconds without reloading. Bulk actions go through a confirmation page
 that says how many jobs they will touch.
 """
 
+import json
+from functools import wraps
+
 from django.conf import settings
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
+from messaging.inbox_claims import webhook_events_quarantined
 from messaging.pacing import pacing_overview
 from queues import records, services
+from queues.admin_charts import throughput_chart
+from queues.admin_redrive import redrive_page
+from queues.admin_test_job import test_job_post
+from queues.admin_webhook_events import webhook_event_release_post
+from queues.api.serializers import edited_job_errors
 from queues.definitions import (
     QUEUES,
+    WEBHOOK,
     QueueSpec,
     UnknownQueue,
     queue_page_prefix,
     queue_spec,
 )
+from queues.health import health_report
 from queues.models import QueueAction
+from queues.roles import user_can_operate_queues, user_can_view_queues
 from queues.selectors import (
     job_data_for_display,
     job_detail,
     job_for_display,
     queue_jobs,
     queue_stats,
-    queue_throughput,
     queues_stats,
     workers_alive,
 )
 
 REFRESH_SECONDS = 5
 PER_PAGE = 25
-CHART_HEIGHT = 40
 
 
 def _spec(alias: str) -> QueueSpec:
@@ -55,43 +66,44 @@ def _spec_or_none(name: str) -> QueueSpec | None:
         return None
 
 
+def viewers_only(view):
+    @wraps(view)
+    def wrapped(request, *args, **kwargs):
+        if not user_can_view_queues(request.user):
+            raise PermissionDenied("You may not view the queues.")
+        return view(request, *args, **kwargs)
+
+    return wrapped
+
+
+def operators_only(view):
+    """Every POST (and every confirmation page) needs the operating permission."""
+
+    @wraps(view)
+    def wrapped(request, *args, **kwargs):
+        if not user_can_operate_queues(request.user):
+            raise PermissionDenied("You may not operate the queues.")
+        return view(request, *args, **kwargs)
+
+    return wrapped
+
+
 def _context(request, title: str, **extra) -> dict:
     return {
         **admin.site.each_context(request),
         "title": title,
+        "can_operate": user_can_operate_queues(request.user),
         "refresh_seconds": REFRESH_SECONDS,
         "flower_url": settings.FLOWER_URL,
         **extra,
     }
 
 
-def _chart(queue: str) -> dict:
-    series = queue_throughput(queue)
-    peak = max((p["completed"] + p["failed"] for p in series), default=0) or 1
-    bars = []
-    for i, point in enumerate(series):
-        done = round(point["completed"] * CHART_HEIGHT / peak, 1)
-        failed = round(point["failed"] * CHART_HEIGHT / peak, 1)
-        bars.append(
-            {
-                "x": i * 4,
-                "completed_h": done,
-                "completed_y": CHART_HEIGHT - done,
-                "failed_h": failed,
-                "failed_y": CHART_HEIGHT - done - failed,
-                **point,
-            }
-        )
-    return {
-        "bars": bars,
-        "completed": sum(p["completed"] for p in series),
-        "failed": sum(p["failed"] for p in series),
-        "height": CHART_HEIGHT,
-        "width": len(series) * 4,
-    }
-
-
+@viewers_only
 def overview_view(request):
+    _, report = health_report()
+    report_queues = report.get("queues") or {}
+    stalled = {(a["alert"], a["target"]) for a in report.get("alerts", [])}
     rows = []
     for spec, stats in zip(QUEUES, queues_stats(), strict=True):
         rows.append(
@@ -99,7 +111,13 @@ def overview_view(request):
                 "spec": spec,
                 "stats": stats,
                 "workers": workers_alive(spec.name),
-                "chart": _chart(spec.name),
+                "chart": throughput_chart(spec.name),
+                "health": report_queues.get(spec.name, {}),
+                "stalled": (
+                    "queue_stalled",
+                    spec.name,
+                )
+                in stalled,
             }
         )
     return TemplateResponse(
@@ -115,6 +133,7 @@ def overview_view(request):
     )
 
 
+@viewers_only
 def queue_view(request, alias: str):
     spec = _spec(alias)
     state = request.GET.get("state") or records.WAITING
@@ -139,11 +158,21 @@ def queue_view(request, alias: str):
             states=records.STATES,
             page=page,
             search=search,
-            chart=_chart(spec.name),
+            chart=throughput_chart(spec.name),
+            quarantined=(
+                webhook_events_quarantined() if spec.name == WEBHOOK.name else None
+            ),
         ),
     )
 
 
+@operators_only
+@require_POST
+def webhook_event_release_view(request, event_id: int):
+    return webhook_event_release_post(request, event_id)
+
+
+@viewers_only
 def job_view(request, job_id: str):
     job = job_detail(job_id)
     if job is None:
@@ -157,6 +186,13 @@ def job_view(request, job_id: str):
             job=job_for_display(job),
             spec=_spec_or_none(job.get("queue") or ""),
             data=job_data_for_display(job),
+            # Operators correct the data as it is (only they can retry it).
+            editable_data=(
+                job.get("kwargs") or "{}"
+                if job.get("state") == records.FAILED
+                and user_can_operate_queues(request.user)
+                else None
+            ),
         ),
     )
 
@@ -171,6 +207,7 @@ def _back(request, fallback: str):
 
 
 @require_POST
+@operators_only
 def pause_view(request, alias: str):
     spec = _spec(alias)
     if request.POST.get("action") == "resume":
@@ -196,6 +233,7 @@ def _clean_params(request) -> tuple[int, str] | None:
     return grace_ms, status
 
 
+@operators_only
 def clean_view(request, alias: str):
     spec = _spec(alias)
     back = reverse("admin:queues-queue", args=[spec.alias])
@@ -232,6 +270,7 @@ def clean_view(request, alias: str):
     )
 
 
+@operators_only
 def retry_failed_view(request, alias: str):
     spec = _spec(alias)
     back = reverse("admin:queues-queue", args=[spec.alias]) + "?state=failed"
@@ -257,6 +296,7 @@ def retry_failed_view(request, alias: str):
 
 
 @require_POST
+@operators_only
 def job_action_view(request, job_id: str):
     job = job_detail(job_id)
     if job is None:
@@ -272,11 +312,39 @@ def job_action_view(request, job_id: str):
             return HttpResponseRedirect(
                 reverse("admin:queues-queue", args=[spec.alias])
             )
+        if request.POST.get("action") == "edit_retry":
+            return _edit_retry(request, job, fallback)
         services.job_retry(job_id=job_id, actor=request.user)
         messages.success(request, f"Job {job_id} sent again.")
     except services.JobActionRefused as exc:
         messages.error(request, str(exc))
     return _back(request, fallback)
+
+
+def _edit_retry(request, job: dict, fallback: str):
+    try:
+        data = json.loads(request.POST.get("data") or "")
+    except json.JSONDecodeError as exc:
+        messages.error(request, f"The corrected data is not JSON: {exc}.")
+        return HttpResponseRedirect(fallback)
+    errors = edited_job_errors(job.get("task") or "", data)
+    if errors:
+        messages.error(request, f"Not retried: {json.dumps(errors)}")
+        return HttpResponseRedirect(fallback)
+    services.job_retry_edited(job_id=job["id"], kwargs=data, actor=request.user)
+    messages.success(request, f"Job {job['id']} sent again with the corrected data.")
+    return HttpResponseRedirect(fallback)
+
+
+@require_POST
+@operators_only
+def test_job_view(request, alias: str):
+    return test_job_post(request, _spec(alias))
+
+
+@operators_only
+def redrive_view(request, alias: str):
+    return redrive_page(request, _spec(alias), _context)
 
 
 def queue_admin_urls(site: admin.AdminSite | None = None) -> list:
@@ -291,9 +359,16 @@ def queue_admin_urls(site: admin.AdminSite | None = None) -> list:
             view(job_action_view),
             name="queues-job-action",
         ),
+        path(
+            f"{root}webhook-events/<int:event_id>/release/",
+            view(webhook_event_release_view),
+            name="queues-webhook-event-release",
+        ),
         path(f"{root}<str:alias>/", view(queue_view), name="queues-queue"),
         path(f"{root}<str:alias>/pause/", view(pause_view), name="queues-pause"),
         path(f"{root}<str:alias>/clean/", view(clean_view), name="queues-clean"),
+        path(f"{root}<str:alias>/redrive/", view(redrive_view), name="queues-redrive"),
+        path(f"{root}<str:alias>/test/", view(test_job_view), name="queues-test"),
         path(
             f"{root}<str:alias>/retry-failed/",
             view(retry_failed_view),

@@ -198,6 +198,8 @@ def queue_task_options(spec: QueueSpec, **extra) -> dict:
         "retry_jitter": False,
         "acks_late": True,
         "reject_on_worker_lost": True,
+        # Checks the queue's pause flag as the job is about to start.
+        "Request": "queues.requests:PauseAwareRequest",
     }
     options.update(extra)
     return options

@@ -17,18 +17,33 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from bookings.reminder_sending import REMINDER_TEST_SEND_TASK
 from bookings.reminders import reminder_schedule
 from messaging.inbox import webhook_event_receive
+from messaging.media import MESSAGE_MEDIA_DOWNLOAD_TASK
 from messaging.models import Message
+from messaging.outbound import MESSAGE_TEST_SEND_TASK
 from messaging.services import MESSAGE_STATUSES_APPLY_TASK
 from notifications.services import email_enqueue
-from queues.definitions import MESSAGE_STATUS, Priority, queue_spec
+from queues.definitions import (
+    EMAIL,
+    MEDIA,
+    MESSAGE_STATUS,
+    OUTBOUND,
+    REMINDER,
+    WEBHOOK,
+    Priority,
+    QueueSpec,
+    queue_spec,
+)
+from queues.models import QueueAction
 from queues.publish import job_publish
 from queues.selectors import queue_stats
 from queues.services import (
     Actor,
     job_remove,
     job_retry,
+    queue_action_log,
     queue_clean,
     queue_pause,
     queue_resume,
@@ -84,13 +99,7 @@ def add_message_status_job(data: dict):
 def add_email_job(data: dict):
     """addEmailJob({to, subject, template, data, priority}): logged and sent
     on notification:email (priority from data, default 7). Returns the log."""
-    return email_enqueue(
-        to=str(data.get("to") or ""),
-        template=str(data.get("template") or ""),
-        data=data.get("data") or {},
-        subject=str(data.get("subject") or ""),
-        priority=int(data.get("priority") or Priority.EMAIL),
-    )
+    return add_email_job_with_id(data)
 
 
 def schedule_booking_reminder(data: dict, send_at: datetime):
@@ -101,6 +110,78 @@ def schedule_booking_reminder(data: dict, send_at: datetime):
         booking_id=data.get("bookingId"),
         kind=data.get("reminderType"),
         due_at=send_at,
+    )
+
+
+REMINDER_TEST_PARAMETERS = ["Test", "Test service", "now"]
+
+
+def queue_test_job_run(*, spec: QueueSpec, data: dict, actor: Actor) -> dict[str, Any]:
+    """POST /admin/queue/test: a job that does the queue's real work with the
+    seed's data shapes (validated by the API per queue). Returns what to
+    follow: the job id when the job is ours to name, the row it works on."""
+    job_id = str(uuid.uuid4())
+    answer: dict[str, Any] = {"jobId": job_id, "queue": spec.name}
+    if spec is EMAIL:
+        log = add_email_job_with_id(data, job_id)
+        answer["emailLogId"] = str(log.pk)
+    elif spec is WEBHOOK:
+        # Stored in the inbox as if Meta had posted it; the drain takes it.
+        event = webhook_event_receive(body=json.dumps(data["payload"]))
+        answer.update(jobId=None, eventId=event.pk)
+    elif spec is MESSAGE_STATUS:
+        answer["jobId"] = add_message_status_job(data).id
+    elif spec is REMINDER:
+        job_publish(
+            REMINDER_TEST_SEND_TASK,
+            queue=REMINDER,
+            kwargs={
+                "salon_id": str(data["salonId"]),
+                "to": data["to"],
+                "parameters": data.get("parameters") or REMINDER_TEST_PARAMETERS,
+            },
+            job_id=job_id,
+        )
+    elif spec is OUTBOUND:
+        job_publish(
+            MESSAGE_TEST_SEND_TASK,
+            queue=OUTBOUND,
+            kwargs={
+                "salon_id": str(data["salonId"]),
+                "to": data["to"],
+                "text": data["text"],
+            },
+            job_id=job_id,
+        )
+    elif spec is MEDIA:
+        # Downloads the media of an inbound message still pending (one done
+        # already is left as it is: the job is idempotent).
+        job_publish(
+            MESSAGE_MEDIA_DOWNLOAD_TASK,
+            queue=MEDIA,
+            kwargs={"message_id": str(data["messageId"])},
+            job_id=job_id,
+        )
+    else:
+        raise ValidationError({"queueName": f"No test job for {spec.name} yet."})
+    queue_action_log(
+        actor=actor,
+        action=QueueAction.Action.TEST,
+        queue=spec.name,
+        job_id=answer["jobId"] or "",
+        detail="real work",
+    )
+    return answer
+
+
+def add_email_job_with_id(data: dict, job_id: str | None = None):
+    return email_enqueue(
+        to=str(data.get("to") or ""),
+        template=str(data.get("template") or ""),
+        data=data.get("data") or {},
+        subject=str(data.get("subject") or ""),
+        priority=int(data.get("priority") or Priority.EMAIL),
+        job_id=job_id,
     )
 
 

@@ -13,7 +13,13 @@ from django.conf import settings
 from django.db import connection
 
 from queues.keys import backlog_key, broker_lists
-from queues.selectors import queue_failure_rate, queues_stats, workers_alive
+from queues.selectors import (
+    queue_failure_rate,
+    queue_last_take,
+    queue_oldest_waiting,
+    queues_stats,
+    workers_alive,
+)
 from saas.redis import queue_redis
 
 logger = logging.getLogger(__name__)
@@ -163,13 +169,30 @@ def _queues_health(alerts: list[dict[str, Any]]) -> dict[str, Any]:
         rate, finished = queue_failure_rate(name)
         since = queue_backlog_sample(name, stats["waiting"])
         backlog_for = time.time() - since if since else 0.0
+        last_take = queue_last_take(name, workers)
         queues[name] = {
             **stats,
             "workers": workers,
             "failure_rate_1h": round(rate, 4),
             "finished_1h": finished,
             "backlog_seconds": round(backlog_for, 1),
+            "last_take_seconds": (
+                round(time.time() - last_take, 1) if last_take else None
+            ),
         }
+        if _stalled(stats, workers, last_take):
+            alerts.append(
+                {
+                    "alert": "queue_stalled",
+                    "target": name,
+                    "message": (
+                        f"{name}: {stats['waiting']} waiting and none of its "
+                        f"{len(workers)} live workers took a job for over "
+                        f"{settings.QUEUE_STALLED_SECONDS:.0f} s (a consumer "
+                        "connected but not consuming: restart the worker)"
+                    ),
+                }
+            )
         if not workers:
             alerts.append(
                 {"alert": "no_worker", "target": name, "message": f"{name}: no worker"}
@@ -196,6 +219,19 @@ def _queues_health(alerts: list[dict[str, Any]]) -> dict[str, Any]:
     return queues
 
 
+def _stalled(stats: dict[str, Any], workers: list[str], last_take) -> bool:
+    """Jobs wait, the queue is not paused, workers are alive, and none of them
+    took a job for QUEUE_STALLED_SECONDS, while the oldest job has waited at
+    least as long (a burst on an idle queue is not a stall)."""
+    if not stats["waiting"] or stats["paused"] or not workers:
+        return False
+    limit = time.time() - settings.QUEUE_STALLED_SECONDS
+    if last_take is not None and last_take > limit:
+        return False
+    oldest = queue_oldest_waiting(stats["queue"])
+    return oldest is None or oldest <= limit
+
+
 ALERT_NAMES = (
     "redis_unreachable",
     "redis_memory",
@@ -203,4 +239,5 @@ ALERT_NAMES = (
     "no_worker",
     "failure_rate",
     "backlog",
+    "queue_stalled",
 )

@@ -12,9 +12,12 @@ The broker's own lists are kombu's; the rest are ours. Named here once, so
 - ``jobs:dur:{queue}``       hash: job duration histogram (bucket -> count)
 - ``queues:paused``          set: the paused queues (pause outlives restarts)
 - ``queues:workers:{queue}`` sorted set: worker heartbeats
+- ``queues:last-take:{queue}`` hash: worker -> when it last took a job of it
 - ``queues:backlog:{queue}`` since when a queue's backlog is over the threshold
 - ``queues:test-jobs``       list: the operators' test jobs' data, newest first
 - ``whatsapp:webhook:drain`` set while a webhook drain job is queued or running
+- ``whatsapp:webhook:claims`` hash: webhook event id -> drains that claimed it
+  and did not finish (poison-body quarantine, messaging/inbox_claims.py)
 """
 
 #: kombu's Redis transport keeps priority level n of queue q in "q\x06\x16n".
@@ -26,6 +29,7 @@ JOB_PREFIX = "jobs"
 PAUSED_KEY = "queues:paused"
 TEST_JOB_LOG_KEY = "queues:test-jobs"
 DRAIN_FLAG_KEY = "whatsapp:webhook:drain"
+WEBHOOK_CLAIMS_KEY = "whatsapp:webhook:claims"
 
 
 def broker_lists(queue: str) -> list[str]:
@@ -55,6 +59,10 @@ def duration_key(queue: str) -> str:
 
 def workers_key(queue: str) -> str:
     return f"queues:workers:{queue}"
+
+
+def last_take_key(queue: str) -> str:
+    return f"queues:last-take:{queue}"
 
 
 def backlog_key(queue: str) -> str:

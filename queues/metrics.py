@@ -25,7 +25,7 @@ from queues import records
 from queues.definitions import QUEUES
 from queues.health import ALERT_NAMES, health_report
 from queues.keys import duration_key
-from queues.selectors import queues_stats
+from queues.selectors import queue_last_take, queues_stats, workers_alive
 from saas.redis import queue_redis
 
 STATES = ("waiting", "active", "delayed", "completed", "failed")
@@ -53,9 +53,23 @@ class QueueCollector:
             paused.add_metric([stats["queue"]], int(stats["paused"]))
         yield jobs
         yield paused
+        yield self._last_takes()
         yield self._durations()
         yield from self._cache()
         yield self._alerts()
+
+    def _last_takes(self):
+        family = GaugeMetricFamily(
+            "queue_last_take_age_seconds",
+            "Seconds since a live worker of the queue last took a job of it.",
+            labels=["queue"],
+        )
+        now = time.time()
+        for spec in QUEUES:
+            last = queue_last_take(spec.name, workers_alive(spec.name))
+            if last is not None:
+                family.add_metric([spec.name], round(now - last, 3))
+        return family
 
     def _durations(self):
         family = HistogramMetricFamily(

@@ -64,6 +64,9 @@ RECORD_FIELDS = (
     "finished_at",
     "truncated",
     "redacted",
+    "original_kwargs",
+    "edited_by",
+    "edited_at",
 )
 
 LOG_LINES_MAX = 200

@@ -17,6 +17,7 @@ from queues.keys import (
     PAUSED_KEY,
     broker_lists,
     job_key,
+    last_take_key,
     log_key,
     minute_key,
     state_key,
@@ -84,6 +85,23 @@ def workers_alive(queue: str, *, stale_after: float | None = None) -> list[str]:
             workers_key(queue), time.time() - stale_after, "+inf"
         )
     )
+
+
+def queue_last_take(queue: str, workers: list[str]) -> float | None:
+    """When the latest of ``workers`` last took a job of ``queue`` (or started
+    consuming it); None if none of them ever did."""
+    if not workers:
+        return None
+    takes = queue_redis().hmget(last_take_key(queue), workers)
+    return max((float(t) for t in takes if t), default=None)
+
+
+def queue_oldest_waiting(queue: str) -> float | None:
+    """When the longest-waiting job of ``queue`` was published (job records)."""
+    oldest = queue_redis().zrange(
+        state_key(queue, records.WAITING), 0, 0, withscores=True
+    )
+    return oldest[0][1] if oldest else None
 
 
 def queue_throughput(queue: str, *, minutes: int = 60) -> list[dict[str, Any]]:
@@ -182,6 +200,42 @@ def queue_jobs(
         job["state"] = job.get("state") or state
     pages = max(math.ceil(total / per_page), 1)
     return JobPage(jobs=jobs, total=total, page=page, pages=pages, per_page=per_page)
+
+
+def jobs_matching(
+    queue: str,
+    state: str,
+    *,
+    task: str = "",
+    since: float | None = None,
+    until: float | None = None,
+    error: str = "",
+    text: str = "",
+) -> list[str]:
+    """Ids of a queue's jobs in ``state`` that entered it within [since, until],
+    ran ``task`` (exact name), and whose error and data contain the given
+    texts (case-insensitive); oldest first, at most SEARCH_SCAN_LIMIT."""
+    client = queue_redis()
+    ids = client.zrangebyscore(
+        state_key(queue, state),
+        "-inf" if since is None else since,
+        "+inf" if until is None else until,
+        start=0,
+        num=SEARCH_SCAN_LIMIT,
+    )
+    error, text = error.lower(), text.lower()
+    matched = []
+    fields = ("task", "error", "args", "kwargs")
+    for offset in range(0, len(ids), SEARCH_CHUNK):
+        for row in _rows(client, ids[offset : offset + SEARCH_CHUNK], fields):
+            data = f"{row.get('args') or ''} {row.get('kwargs') or ''}".lower()
+            if (
+                (not task or row.get("task") == task)
+                and (not error or error in (row.get("error") or "").lower())
+                and (not text or text in data)
+            ):
+                matched.append(row["id"])
+    return matched
 
 
 def job_detail(job_id: str) -> dict[str, Any] | None:

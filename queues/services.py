@@ -19,7 +19,8 @@ from queues.definitions import QueueSpec, queue_spec
 from queues.keys import PAUSED_KEY, broker_lists, job_key, log_key, state_key
 from queues.models import QueueAction
 from queues.publish import job_publish
-from queues.selectors import job_detail, job_ids_in_state, queue_stats
+from queues.selectors import job_detail, job_ids_in_state, queue_stats, workers_alive
+from saas.redaction import redact_data
 from saas.redis import queue_redis
 
 logger = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ def queue_action_log(
     job_id: str = "",
     count: int = 0,
     detail: str = "",
+    params: dict[str, Any] | None = None,
 ) -> QueueAction:
     entry = QueueAction.objects.create(
         action=action,
@@ -61,6 +63,7 @@ def queue_action_log(
         job_id=job_id,
         count=count,
         detail=detail[:200],
+        params=params or {},
         **_actor_fields(actor),
     )
     logger.info(
@@ -75,16 +78,34 @@ def queue_action_log(
     return entry
 
 
+def _broadcast(command: str, spec: QueueSpec) -> None:
+    """Tell the queue's live workers (from their heartbeats) at once; the
+    workers' polling of the flags is the fallback when a broadcast is missed."""
+    workers = workers_alive(spec.name)
+    if not workers:
+        return
+    try:
+        current_app.control.broadcast(
+            command, arguments={"queue": spec.name}, destination=workers, reply=False
+        )
+    except Exception as exc:  # kombu raises several unrelated types here
+        logger.warning("%s not broadcast to %s: %r", command, spec.name, exc)
+
+
 def queue_pause(*, spec: QueueSpec, actor: Actor) -> dict[str, Any]:
-    """Every worker of the queue stops taking new jobs within a second (running
-    jobs finish); the flag outlives worker restarts."""
+    """Once this returns, no job of the queue starts anywhere until it is
+    resumed: a worker that took one before seeing the flag hands it back as it
+    is about to start (queues/requests.py). Running jobs finish; the flag
+    outlives worker restarts."""
     queue_redis().sadd(PAUSED_KEY, spec.name)
+    _broadcast("queues_hold", spec)
     queue_action_log(actor=actor, action=QueueAction.Action.PAUSE, queue=spec.name)
     return queue_stats(spec)
 
 
 def queue_resume(*, spec: QueueSpec, actor: Actor) -> dict[str, Any]:
     queue_redis().srem(PAUSED_KEY, spec.name)
+    _broadcast("queues_release", spec)
     queue_action_log(actor=actor, action=QueueAction.Action.RESUME, queue=spec.name)
     return queue_stats(spec)
 
@@ -132,7 +153,7 @@ def _job_or_404(job_id: str) -> dict[str, Any]:
     return job
 
 
-def _republish(job: dict[str, Any]) -> None:
+def republish(job: dict[str, Any]) -> None:
     if job.get("truncated"):
         raise JobActionRefused(
             "This job's data was too large to keep in full; it cannot be retried."
@@ -159,11 +180,57 @@ def job_retry(*, job_id: str, actor: Actor) -> dict[str, Any]:
         raise JobActionRefused(
             f"Only failed jobs can be retried (this one is {job.get('state')})."
         )
-    _republish(job)
+    republish(job)
     queue_action_log(
         actor=actor, action=QueueAction.Action.RETRY, queue=job["queue"], job_id=job_id
     )
     return job
+
+
+def job_retry_edited(
+    *, job_id: str, kwargs: dict[str, Any], actor: Actor
+) -> dict[str, Any]:
+    """Publish a failed job again, under the same id, with corrected data (its
+    keyword arguments, checked by the caller). The record keeps the data it
+    first failed with and who changed it; the action log keeps both."""
+    job = _job_or_404(job_id)
+    if job.get("state") != records.FAILED:
+        raise JobActionRefused(
+            f"Only failed jobs can be retried (this one is {job.get('state')})."
+        )
+    spec = queue_spec(job["queue"])
+    original = job.get("original_kwargs") or job.get("kwargs") or "{}"
+    records.record_transition(
+        job_id=job_id,
+        queue=spec.name,
+        state=None,
+        fields={
+            "original_kwargs": original,
+            "edited_by": _actor_fields(actor)["actor_name"],
+            "edited_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
+    )
+    job_publish(
+        job["task"],
+        queue=spec,
+        args=json.loads(job.get("args") or "[]"),
+        kwargs=kwargs,
+        priority=int(job.get("priority") or spec.priority),
+        job_id=job_id,
+    )
+    try:
+        original_data = json.loads(original)
+    except json.JSONDecodeError:
+        original_data = original
+    queue_action_log(
+        actor=actor,
+        action=QueueAction.Action.EDIT_RETRY,
+        queue=spec.name,
+        job_id=job_id,
+        detail="retried with corrected data",
+        params={"original": redact_data(original_data), "data": redact_data(kwargs)},
+    )
+    return job_detail(job_id) or job
 
 
 def queue_retry_failed_count(*, spec: QueueSpec) -> int:
@@ -176,7 +243,7 @@ def queue_retry_failed(*, spec: QueueSpec, actor: Actor) -> int:
         job = job_detail(job_id)
         if job is None or job.get("truncated") or job.get("redacted"):
             continue
-        _republish(job)
+        republish(job)
         retried += 1
     queue_action_log(
         actor=actor,

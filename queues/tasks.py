@@ -3,6 +3,7 @@ import logging
 
 from celery import shared_task
 
+from queues import redrive
 from queues.definitions import (
     WEBHOOK,
     PermanentJobError,
@@ -41,3 +42,9 @@ def queue_test_job(self, data: dict) -> None:
 @shared_task(name="queues.noop", **queue_task_options(WEBHOOK))
 def queue_noop_job() -> None:
     """Does nothing: bench/queue_throughput.py measures the queue machinery."""
+
+
+@shared_task(name=redrive.REDRIVE_TASK, **queue_task_options(WEBHOOK))
+def jobs_redrive_task(job_ids: list[str], rate: float, action_id: int) -> int:
+    """A re-drive from the page or the API (its action is ``action_id``)."""
+    return redrive.jobs_redrive(job_ids=job_ids, rate=rate)

@@ -254,6 +254,15 @@ QUEUE_CONTROL_INTERVAL_SECONDS = env.float(
     "QUEUE_CONTROL_INTERVAL_SECONDS", default=1.0
 )
 QUEUE_HEARTBEAT_STALE_SECONDS = env.float("QUEUE_HEARTBEAT_STALE_SECONDS", default=10.0)
+# Issue 13: a job of a paused queue is handed back as it is about to start
+# (off only to measure the check's cost, bench/pause_check.py).
+QUEUE_PAUSE_CHECK_ON_START = env.bool("QUEUE_PAUSE_CHECK_ON_START", default=True)
+# A queue with waiting jobs and live workers none of which took a job for this
+# long raises queue_stalled.
+QUEUE_STALLED_SECONDS = env.float("QUEUE_STALLED_SECONDS", default=60.0)
+# Re-drive by filter: jobs published again per second (default, and at most).
+QUEUE_REDRIVE_RATE_PER_SECOND = env.float("QUEUE_REDRIVE_RATE_PER_SECOND", default=20.0)
+QUEUE_REDRIVE_MAX_RATE = env.float("QUEUE_REDRIVE_MAX_RATE", default=200.0)
 
 # --- WhatsApp ---------------------------------------------------------------
 WHATSAPP_VERIFY_TOKEN = env("WHATSAPP_VERIFY_TOKEN", default="")
@@ -443,6 +452,23 @@ WHATSAPP_OUTBOUND_REDRIVE_AFTER_SECONDS = env.int(
 WHATSAPP_WEBHOOK_DRAIN_FLAG_SECONDS = env.int(
     "WHATSAPP_WEBHOOK_DRAIN_FLAG_SECONDS", default=30
 )
+
+# --- Webhook ingest (issue 17) -------------------------------------------------
+# Concurrent webhooks of one web process share one INSERT and one commit; a
+# commit in preparation waits at most this long for requests still being
+# verified (a request that is alone never waits).
+WEBHOOK_GROUP_COMMIT_WINDOW_SECONDS = env.float(
+    "WEBHOOK_GROUP_COMMIT_WINDOW_SECONDS", default=0.002
+)
+# The drain's linger adapts between these bounds: no wait while batches come
+# back nearly empty (moderate load: latency first), up to the maximum while
+# they fill (bursts: fuller batches).
+WHATSAPP_WEBHOOK_DRAIN_LINGER_MIN_SECONDS = env.float(
+    "WHATSAPP_WEBHOOK_DRAIN_LINGER_MIN_SECONDS", default=0.005
+)
+# An event claimed by this many drains that never finished it (the worker
+# died on it) is quarantined instead of being claimed again.
+WHATSAPP_WEBHOOK_MAX_CLAIMS = env.int("WHATSAPP_WEBHOOK_MAX_CLAIMS", default=3)
 
 # --- E-mail re-drive (issue 7, found by the soak) -----------------------------
 # Beat re-queues e-mails still queued and untouched after this long (their

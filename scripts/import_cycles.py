@@ -76,7 +76,7 @@ def imports(path: Path, name: str, mods: dict[str, Path]) -> dict[str, set[str]]
 
 #: 1: saas and queues; 2: the domain apps; 3: HTTP, admin, commands, the facade.
 DOMAIN_APPS = {"bookings", "messaging", "notifications"}
-TOP_MODULES = {"saas.urls", "queues.facade"}
+TOP_MODULES = {"saas.urls", "saas.wsgi", "saas.asgi", "queues.facade"}
 TOP_PARTS = {"api", "management"}
 
 

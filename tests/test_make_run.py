@@ -5,6 +5,8 @@ checkout's virtualenv to save the install, runs on SQLite (the embedded
 default) and finds no Redis on its port, so it starts its own under var/.
 """
 
+import hashlib
+import hmac
 import os
 import re
 import shutil
@@ -88,6 +90,24 @@ def test_make_run_serves_the_product(tmp_path):
         wait_until(lambda: answers("/healthz"), timeout=180, message="web up")
         assert answers("/api/docs/")
         assert answers("/admin/login/")
+        # The webhook on the same URL and port (the lean path, issue 17),
+        # signed with the development secret make run wrote.
+        secret = re.search(
+            r"^WHATSAPP_APP_SECRET=(.+)$",
+            (project / "var" / "dev.env").read_text(),
+            re.MULTILINE,
+        ).group(1)
+        body = b'{"object": "whatsapp_business_account", "entry": []}'
+        signature = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+        answer = httpx.post(
+            f"{base}/webhooks/whatsapp/",
+            content=body,
+            headers={"X-Hub-Signature-256": f"sha256={signature}"},
+            timeout=10,
+        )
+        assert (answer.status_code, answer.text) == (200, "EVENT_RECEIVED")
+        bad = httpx.post(f"{base}/webhooks/whatsapp/", content=body, timeout=10)
+        assert bad.status_code == 403
         wait_until(
             lambda: answers("/", 401, f"http://127.0.0.1:{flower_port}"),
             timeout=60,

@@ -1,3 +1,4 @@
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
@@ -14,6 +15,7 @@ from bookings.api.serializers import (
 from bookings.cache import dashboard_stats_cached
 from bookings.models import Booking
 from bookings.salon_cache import salon_cached_for
+from bookings.timeline import booking_timeline
 from saas.api.params import choice_query_param, uuid_query_param
 from saas.api.throttles import BookingEmailRateThrottle
 
@@ -92,6 +94,15 @@ class BookingViewSet(viewsets.ModelViewSet):
         booking = services.booking_cancel(booking=self.get_object())
         serializer = BookingSerializer(booking, context={"request": request})
         return Response(serializer.data, status=status.HTTP_200_OK)
+
+    @extend_schema(responses=OpenApiTypes.OBJECT)
+    @action(detail=True, methods=["get"])
+    def timeline(self, request, pk=None):
+        """E-mails, reminders and statuses of the booking in time order."""
+        booking = self.get_object()
+        return Response(
+            {"booking": str(booking.pk), "events": booking_timeline(booking=booking)}
+        )
 
 
 class DashboardStatsView(APIView):

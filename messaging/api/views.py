@@ -1,10 +1,9 @@
-import json
 import logging
 import mimetypes
 import secrets
 
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError, OperationalError, connection
+from django.db import DatabaseError
 from django.http import FileResponse, Http404, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
@@ -14,7 +13,8 @@ from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from messaging import inbox, outbound, selectors, services
+from messaging import outbound, selectors, services
+from messaging.api.ingest import Refused, webhook_body_check, webhook_length_check
 from messaging.api.serializers import (
     ConversationSerializer,
     MessageCreateSerializer,
@@ -23,9 +23,9 @@ from messaging.api.serializers import (
     TemplateUpdateSerializer,
 )
 from messaging.cache import conversation_cached_for, template_cached_for
+from messaging.inbox_commit import group_commit
 from messaging.models import Message
 from messaging.selectors import media_open
-from messaging.whatsapp import signature_matches
 from saas.api.params import uuid_query_param
 
 logger = logging.getLogger(__name__)
@@ -152,23 +152,6 @@ class TemplateViewSet(viewsets.ModelViewSet):
         services.template_delete(template=instance)
 
 
-def _webhook_store(text: str) -> None:
-    """Store the body, skipping Django's per-request connection health check
-    (a ``SELECT 1`` round trip on every webhook): a connection that turns out
-    dead is closed and the INSERT retried once on a fresh one. A retry after
-    a commit whose answer was lost stores the body twice, which processing
-    absorbs (one Message per wamid)."""
-    connection.health_check_done = True
-    try:
-        inbox.webhook_event_receive(body=text)
-    except (InterfaceError, OperationalError):
-        if connection.in_atomic_block:
-            raise
-        logger.warning("Webhook INSERT failed on a stale connection; retrying once")
-        connection.close()
-        inbox.webhook_event_receive(body=text)
-
-
 def _plain(text: str, status_code: int) -> HttpResponse:
     return HttpResponse(text, status=status_code, content_type="text/plain")
 
@@ -189,31 +172,17 @@ def whatsapp_webhook(request):
             return _plain(request.GET.get("hub.challenge", ""), 200)
         return _plain("verification failed", 403)
 
-    limit = settings.WEBHOOK_MAX_BODY_BYTES
+    # The same checks and group commit as the lean path (messaging/api/ingest.py,
+    # which answers this POST in front of Django when served by saas.wsgi).
     try:
-        length = int(request.META.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        return _plain("bad Content-Length", 400)
-    if length > limit:
-        return _plain("body over 4 MiB", 413)
-    # Read at most one byte past the limit: a chunked body has no length.
-    body = request.read(limit + 1)
-    if len(body) > limit:
-        return _plain("body over 4 MiB", 413)
-    if not signature_matches(
-        body,
-        request.headers.get("X-Hub-Signature-256"),
-        settings.WHATSAPP_APP_SECRET,
-    ):
-        return _plain("invalid signature", 403)
-    try:
-        text = body.decode("utf-8")
-        if not isinstance(json.loads(text), dict):
-            raise ValueError("not a JSON object")
-    except (ValueError, RecursionError):
-        return _plain("body is not a JSON object", 400)
-    try:
-        _webhook_store(text)
+        webhook_length_check(request.META.get("CONTENT_LENGTH"))
+        with group_commit.arriving() as arrival:
+            # At most one byte past the limit: a chunked body has no length.
+            body = request.read(settings.WEBHOOK_MAX_BODY_BYTES + 1)
+            text = webhook_body_check(body, request.headers.get("X-Hub-Signature-256"))
+            arrival.store(text)
+    except Refused as refused:
+        return _plain(refused.text, refused.status)
     except DatabaseError:
         logger.exception("Webhook not stored; answering 503 so Meta retries")
         return _plain("storage unavailable, retry later", 503)

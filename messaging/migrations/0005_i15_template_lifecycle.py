@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('messaging', '0005_i12_customer_bsuid_and_media'),
+        ('messaging', '0006_merge_20261201_1608'),
     ]
 
     operations = [

@@ -12,6 +12,7 @@ urlpatterns = [
         views.QueueRetryFailedView.as_view(),
         name="queue-retry-failed",
     ),
+    path("redrive/<str:queue>", views.QueueRedriveView.as_view(), name="queue-redrive"),
     path("health", views.QueueHealthView.as_view(), name="queue-health"),
     path("test", views.QueueTestJobView.as_view(), name="queue-test"),
     path("jobs/<str:job_id>", views.JobView.as_view(), name="queue-job"),

@@ -1,5 +1,6 @@
 """The queue admin API (JWT, staff only): /admin/queue/..."""
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
@@ -8,18 +9,23 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from queues import services
+from queues import redrive, services
 from queues.api.serializers import (
-    TEST_DATA_SERIALIZERS,
     CleanParamsSerializer,
     CleanResultSerializer,
     JobAcceptedSerializer,
     QueueStatsSerializer,
+    RedriveRequestSerializer,
     RetryFailedResultSerializer,
     TestRequestSerializer,
+    edited_job_errors,
+    test_job_errors,
 )
 from queues.definitions import QueueSpec, UnknownQueue, queue_spec
+from queues.facade import queue_test_job_run
 from queues.health import health_report
+from queues.redrive import RedriveFilter
+from queues.roles import user_can_operate_queues, user_can_view_queues
 from queues.selectors import (
     job_data_for_display,
     job_detail,
@@ -35,8 +41,22 @@ def spec_or_404(name: str) -> QueueSpec:
         raise Http404(f"No queue named {name!r}.") from None
 
 
+class CanViewQueues(permissions.BasePermission):
+    def has_permission(self, request, view) -> bool:
+        return user_can_view_queues(request.user)
+
+
+class CanOperateQueues(permissions.BasePermission):
+    """Reads need the viewing permission, everything else the operating one."""
+
+    def has_permission(self, request, view) -> bool:
+        if request.method in permissions.SAFE_METHODS:
+            return user_can_view_queues(request.user)
+        return user_can_operate_queues(request.user)
+
+
 class QueueAdminView(APIView):
-    permission_classes = [permissions.IsAdminUser]
+    permission_classes = [permissions.IsAuthenticated, CanOperateQueues]
 
 
 class QueueStatsView(QueueAdminView):
@@ -90,6 +110,38 @@ class QueueRetryFailedView(QueueAdminView):
         return Response({"queue": spec.name, "retried": retried})
 
 
+class QueueRedriveView(QueueAdminView):
+    @extend_schema(
+        request=RedriveRequestSerializer,
+        responses={200: OpenApiTypes.OBJECT, 202: OpenApiTypes.OBJECT},
+    )
+    def post(self, request, queue: str):
+        """Re-drive the failed (or completed) jobs matching a filter; with
+        ``dryRun`` only say how many match."""
+        spec = spec_or_404(queue)
+        body = RedriveRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        params = dict(body.validated_data)
+        dry_run, rate = params.pop("dryRun"), params.pop("rate", None)
+        where = RedriveFilter(**params)
+        answer = {"queue": spec.name, "filter": where.as_params()}
+        if dry_run:
+            count = len(redrive.redrive_matches(spec=spec, where=where))
+            return Response({**answer, "matched": count, "dryRun": True})
+        action, ids = redrive.queue_redrive_enqueue(
+            spec=spec, where=where, actor=request.user, rate=rate
+        )
+        return Response(
+            {
+                **answer,
+                "matched": len(ids),
+                "rate": action.params["rate"],
+                "actionId": action.pk,
+            },
+            status=status.HTTP_202_ACCEPTED,
+        )
+
+
 class QueueHealthView(QueueAdminView):
     @extend_schema(responses={200: OpenApiTypes.OBJECT, 503: OpenApiTypes.OBJECT})
     def get(self, request):
@@ -105,15 +157,23 @@ class QueueTestJobView(QueueAdminView):
         body = TestRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         spec = spec_or_404(body.validated_data["queueName"])
-        data = TEST_DATA_SERIALIZERS[spec.name](data=body.validated_data["data"])
-        if not data.is_valid():
-            raise ValidationError({"data": data.errors})
-        job_id = services.queue_test_job_enqueue(
-            spec=spec, data=body.validated_data["data"], actor=request.user
-        )
-        return Response(
-            {"jobId": job_id, "queue": spec.name}, status=status.HTTP_202_ACCEPTED
-        )
+        if body.validated_data["dryRun"]:
+            # The machinery alone: a no-op job on the queue.
+            job_id = services.queue_test_job_enqueue(
+                spec=spec, data=body.validated_data["data"], actor=request.user
+            )
+            answer = {"jobId": job_id, "queue": spec.name, "dryRun": True}
+            return Response(answer, status=status.HTTP_202_ACCEPTED)
+        errors = test_job_errors(spec.name, body.validated_data["data"])
+        if errors:
+            raise ValidationError(errors)
+        try:
+            answer = queue_test_job_run(
+                spec=spec, data=body.validated_data["data"], actor=request.user
+            )
+        except DjangoValidationError as exc:
+            raise ValidationError({"data": exc.message_dict}) from None
+        return Response(answer, status=status.HTTP_202_ACCEPTED)
 
 
 def job_or_404(job_id: str) -> dict:
@@ -149,12 +209,24 @@ class JobView(QueueAdminView):
 
 class JobRetryView(QueueAdminView):
     @extend_schema(
-        request=None, responses={202: JobAcceptedSerializer, 409: OpenApiTypes.OBJECT}
+        request=OpenApiTypes.OBJECT,
+        responses={202: JobAcceptedSerializer, 409: OpenApiTypes.OBJECT},
     )
     def post(self, request, job_id: str):
-        job_or_404(job_id)
+        """Retry a failed job; with ``{"data": {...}}``, with corrected data
+        (its keyword arguments, validated per task)."""
+        job = job_or_404(job_id)
+        edited = isinstance(request.data, dict) and "data" in request.data
         try:
-            services.job_retry(job_id=job_id, actor=request.user)
+            if edited:
+                errors = edited_job_errors(job.get("task") or "", request.data["data"])
+                if errors:
+                    raise ValidationError(errors)
+                services.job_retry_edited(
+                    job_id=job_id, kwargs=request.data["data"], actor=request.user
+                )
+            else:
+                services.job_retry(job_id=job_id, actor=request.user)
         except services.JobActionRefused as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         return Response({"jobId": job_id}, status=status.HTTP_202_ACCEPTED)

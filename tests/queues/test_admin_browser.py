@@ -2,15 +2,26 @@
 Playwright for Python): log in, see the queues, watch the counts refresh
 without a reload, pause a queue, open a job. Screenshots go to tests/artifacts/."""
 
+import importlib
+import json
 from pathlib import Path
 
 import pytest
+from django.apps import apps
+from django.contrib.auth.models import Group
 from django.db import connections
 
+from queues import records
 from queues.definitions import WEBHOOK
+from queues.models import QueueAction
 from queues.publish import job_publish
-from queues.selectors import queue_stats
+from queues.roles import OPERATORS_GROUP
+from queues.selectors import job_detail, queue_stats
 from queues.tasks import queue_test_job
+
+roles_migration = importlib.import_module(
+    "queues.migrations.0002_i13_queue_roles_and_redrive"
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -52,9 +63,12 @@ def page(browser, live_server, settings, django_user_model):
     # The live server speaks plain HTTP; production cookies are Secure.
     settings.SESSION_COOKIE_SECURE = False
     settings.CSRF_COOKIE_SECURE = False
-    django_user_model.objects.create_user(
+    ops = django_user_model.objects.create_user(
         username="ops", password="correct-horse-battery", is_staff=True
     )
+    # Issue 13: staff need the operating role for the page's buttons.
+    roles_migration.create_roles(apps, None)
+    ops.groups.add(Group.objects.get(name=OPERATORS_GROUP))
     context = browser.new_context(viewport={"width": 1400, "height": 900})
     page = context.new_page()
     page.set_default_timeout(15_000)
@@ -110,3 +124,46 @@ def test_queue_page_in_a_browser(page, live_server):
     assert '"salonId": "s-1"' in page.locator("#job-data").inner_text()
     page.screenshot(path=str(ARTIFACTS / "queues-job.png"), full_page=True)
     assert (ARTIFACTS / "queues-overview.png").stat().st_size > 10_000
+
+
+def failed_record(job_id: str, error: str) -> None:
+    records.record_transition(
+        job_id=job_id,
+        queue=WEBHOOK.name,
+        state="failed",
+        fields={
+            "id": job_id,
+            "queue": WEBHOOK.name,
+            "task": "queues.test_job",
+            "args": "[]",
+            "kwargs": '{"data": {"n": 1}}',
+            "error": error,
+            "priority": "5",
+        },
+    )
+
+
+def test_redrive_and_edit_retry_in_a_browser(page, live_server):
+    """Issue 13's controls: re-drive by filter (count first, then confirm) and
+    edit-and-retry on a failed job's page."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    failed_record("gone-1", "SMTPServerDisconnected: gone")
+    failed_record("bad-1", "PermanentJobError: bad data")
+    page.goto(f"{live_server.url}/admin/queues/webhook/?state=failed")
+    page.fill("#redrive-form input[name=error]", "disconnected")
+    page.click("#redrive-form button")
+    assert "Re-drive 1 jobs" in page.locator("#confirm-question").inner_text()
+    assert queue_stats(WEBHOOK)["waiting"] == 0  # counting changed nothing
+    page.click("input[type=submit][value^=Yes]")
+    page.wait_for_selector(".messagelist .success")
+    assert "Re-driving 1 jobs" in page.locator(".messagelist").inner_text()
+    assert QueueAction.objects.get(action="redrive").count == 1
+
+    page.goto(f"{live_server.url}/admin/queues/jobs/bad-1/")
+    page.fill("#edit-retry-data", '{"data": {"n": 2}}')
+    page.click("#edit-retry-form button")
+    page.wait_for_selector(".messagelist .success")
+    assert json.loads(job_detail("bad-1")["kwargs"]) == {"data": {"n": 2}}
+    assert job_detail("bad-1")["state"] == "waiting"
+    assert "by ops" in page.locator("#job-edited").inner_text()
+    page.screenshot(path=str(ARTIFACTS / "queues-edit-retry.png"), full_page=True)

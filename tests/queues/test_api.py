@@ -158,7 +158,9 @@ def test_test_job_is_validated_per_queue(staff_client):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_test_job_runs_on_the_named_queue(staff_client, start_worker):
+def test_dry_run_test_job_runs_on_the_named_queue(staff_client, start_worker):
+    # Issue 13: without dryRun the test job does the queue's real work
+    # (tests/queues/test_test_jobs.py); dryRun is the former no-op.
     data = {
         "to": "test@example.com",
         "subject": "Test",
@@ -167,7 +169,7 @@ def test_test_job_runs_on_the_named_queue(staff_client, start_worker):
     }
     response = staff_client.post(
         "/admin/queue/test",
-        {"queueName": "notification:email", "data": data},
+        {"queueName": "notification:email", "data": data, "dryRun": True},
         format="json",
     )
     assert response.status_code == 202
