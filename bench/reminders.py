@@ -15,6 +15,14 @@ What it does, on a database and Redis DBs of its own (it empties them):
 Then checks none was sent twice: 10,000 console sends, 10,000 Message rows,
 10,000 distinct wamids.
 
+With ``--backend cloud_api`` the worker sends through the cloud_api backend to
+the Graph API stand-in in process mode (``python -m tests.graph_api``: 150 ms
+answers, Meta's 80/s per number, pair limit), paced by the throughput governor;
+it reports the sustained sends per second against the limit, due -> last sent,
+none twice / none failed, Meta's refusals, and, side by side in the same run,
+the CPU per send of the code before the governor (``--baseline-ref``, run from
+its own source tree on ``--baseline-count`` reminders, same stand-in, same -c).
+
 Beat ticks once a minute, so in production add up to 60 s between a due time
 and the tick that dispatches it; the 2-minute target leaves room for that.
 """
@@ -153,13 +161,16 @@ def create_bookings(count: int, due_at):
     return salon
 
 
-def start_worker(concurrency: int, log_path: Path) -> subprocess.Popen:
+def start_worker(
+    concurrency: int, log_path: Path, *, env_extra=None, cwd: Path = ROOT
+) -> subprocess.Popen:
     # Connections kept for the whole run, so their backends' CPU can be read.
     env = {
         **os.environ,
         "LOG_LEVEL": "INFO",
         "PYTHONUNBUFFERED": "1",
         "CONN_MAX_AGE": "3600",
+        **(env_extra or {}),
     }
     log = open(log_path, "wb")
     from queues.workers import worker_argv
@@ -171,7 +182,7 @@ def start_worker(concurrency: int, log_path: Path) -> subprocess.Popen:
             concurrency=concurrency,
             pool="prefork",
         ),
-        cwd=ROOT,
+        cwd=cwd,
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -268,7 +279,15 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=3)
     parser.add_argument("--lead-in", type=float, default=5.0, help="seconds to T0")
     parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument(
+        "--backend", choices=["console", "cloud_api"], default="console"
+    )
+    parser.add_argument("--latency", type=float, default=0.15, help="Meta's answer")
+    parser.add_argument("--baseline-count", type=int, default=1000)
+    parser.add_argument("--baseline-ref", default=None, help="code before the governor")
     args = parser.parse_args()
+    if args.backend == "cloud_api":
+        return main_cloud(args)
 
     import django
 
@@ -392,6 +411,153 @@ def main() -> None:
         f"{reminders.REMINDER_JOB_SIZE} for {args.count} reminders"
     )
     ok = sends == messages == wamids == args.count and due_to_last < 120
+    print("result:", "OK" if ok else "FAILED")
+    sys.exit(0 if ok else 1)
+
+
+def _cloud_run(args, *, count: int, base_url: str, log_path: Path, cwd: Path):
+    """Bookings due at T0, a worker from ``cwd`` sending to the stand-in, the
+    dispatcher at T0; returns the figures once every reminder is sent."""
+    from django.db import connection
+    from django.db.models import Max
+    from django.utils import timezone
+
+    from bench.reminders_cloud import cloud_env, sends_report
+    from bookings import reminders
+    from bookings.models import BookingReminder
+    from messaging.models import Message
+    from tests.graph_api import GraphApiClient
+
+    reset_state()
+    graph = GraphApiClient(base_url)
+    graph.reset()
+    log_path.write_bytes(b"")
+    worker = start_worker(
+        args.concurrency, log_path, env_extra=cloud_env(base_url), cwd=cwd
+    )
+    try:
+        due_at = timezone.now() + timedelta(seconds=args.lead_in + 30)
+        salon = create_bookings(count, due_at)
+        wait_for(
+            lambda: " ready." in log_path.read_text(errors="replace"),
+            timeout=60,
+            what="the worker",
+        )
+        time.sleep(max((due_at - timezone.now()).total_seconds(), 0))
+        cpu_before = cpu_now(worker)
+        load_before = os.getloadavg()[0]
+        started = time.monotonic()
+        reminders.reminder_dispatch()
+        connection.close()
+        rows = BookingReminder.objects.filter(kind="hour_before")
+        wait_for(
+            lambda: not rows.filter(status__in=["pending", "queued"]).exists(),
+            timeout=3600,
+            what="every reminder sent or closed",
+            interval=0.5,
+        )
+        wall = time.monotonic() - started
+        cpu = cpu_now(worker) - cpu_before
+        last_sent = rows.aggregate(last=Max("sent_at"))["last"]
+        return {
+            "wall": wall,
+            "cpu_per_send": cpu / count,
+            "due_to_last": (last_sent - due_at).total_seconds() if last_sent else None,
+            "sent": rows.filter(status="sent").count(),
+            "failed": rows.filter(status="failed").count(),
+            "messages": Message.objects.count(),
+            "wamids": Message.objects.values("wamid").distinct().count(),
+            "load": (load_before, os.getloadavg()[0]),
+            **sends_report(graph, salon.whatsapp_phone_number_id, count),
+        }
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, 9)
+            worker.wait()
+
+
+def _cloud_print(name: str, count: int, run: dict, limit: int) -> None:
+    print(
+        f"{name}: {count} reminders, load {run['load'][0]:.2f} -> {run['load'][1]:.2f}"
+    )
+    print(
+        f"  sustained {run['sustained']:.1f}/s of the {limit}/s limit "
+        f"({run['sustained'] / limit:.0%}), slowest full second "
+        f"{run['min_second']}, busiest one-second window {run['max_window']}"
+    )
+    if run["due_to_last"] is not None:
+        print(
+            f"  due -> last sent: {run['due_to_last']:.1f}s (wall {run['wall']:.1f}s)"
+        )
+    print(
+        f"  sent {run['sent']}, failed {run['failed']}; Meta accepted "
+        f"{run['accepted']} for {run['distinct']} customers; messages "
+        f"{run['messages']}, distinct wamids {run['wamids']}; Meta refused "
+        f"{run['refused'] or 'none'}"
+    )
+    print(
+        "  CPU per send (worker processes + their PostgreSQL backends): "
+        f"{run['cpu_per_send'] * 1000:.2f} ms"
+    )
+
+
+def main_cloud(args) -> None:
+    import django
+
+    ensure_database()
+    django.setup()
+    from django.conf import settings
+    from django.core.management import call_command
+
+    from bench.reminders_cloud import BASELINE_REF, baseline_tree, standin_start, stop
+
+    call_command("migrate", verbosity=0)
+    (ROOT / "var").mkdir(exist_ok=True)
+    limit = settings.WHATSAPP_THROUGHPUT_PER_SECOND
+    print(
+        f"bench: cloud_api against the stand-in (latency {args.latency}s, "
+        f"{limit}/s per number), worker -c {args.concurrency}, "
+        f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}"
+    )
+    standin, base_url = standin_start(args.latency, ROOT / "var" / "bench-standin.log")
+    try:
+        governed = _cloud_run(
+            args,
+            count=args.count,
+            base_url=base_url,
+            log_path=ROOT / "var" / "bench-reminders-worker.log",
+            cwd=ROOT,
+        )
+        baseline = None
+        if not args.skip_baseline:
+            ref = args.baseline_ref or BASELINE_REF
+            baseline = _cloud_run(
+                args,
+                count=args.baseline_count,
+                base_url=base_url,
+                log_path=ROOT / "var" / "bench-reminders-baseline.log",
+                cwd=baseline_tree(ref),
+            )
+    finally:
+        stop(standin)
+    print()
+    _cloud_print("governor", args.count, governed, limit)
+    if baseline:
+        _cloud_print(f"current code ({ref})", args.baseline_count, baseline, limit)
+        print(
+            "CPU per send, governor / current code: "
+            f"{governed['cpu_per_send'] / baseline['cpu_per_send']:.2f}x"
+        )
+    count = args.count
+    ok = (
+        governed["sent"] == governed["accepted"] == governed["distinct"] == count
+        and governed["messages"] == governed["wamids"] == count
+        and governed["failed"] == 0
+        and governed["max_window"] <= limit
+    )
     print("result:", "OK" if ok else "FAILED")
     sys.exit(0 if ok else 1)
 

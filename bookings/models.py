@@ -3,7 +3,11 @@ import zoneinfo
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import RegexValidator
+from django.core.validators import (
+    MaxValueValidator,
+    MinValueValidator,
+    RegexValidator,
+)
 from django.db import models
 
 
@@ -57,6 +61,20 @@ class Salon(models.Model):
     )
     language = models.CharField(
         max_length=16, default="en_US", help_text="Language of WhatsApp templates."
+    )
+    whatsapp_business_account_id = models.CharField(
+        max_length=64,
+        blank=True,
+        db_index=True,
+        help_text="Meta's WhatsApp Business Account id (WABA) the number belongs "
+        "to: template status webhooks name the account, not the number.",
+    )
+    whatsapp_throughput_per_second = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(1000)],
+        help_text="Messages per second Meta allows this number when it was "
+        "upgraded; empty: WHATSAPP_THROUGHPUT_PER_SECOND (80).",
     )
     email = models.EmailField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from bookings.models import Booking, BookingReminder
 from bookings.signals import bookings_changed_on_commit
+from messaging.governed_sending import sends_in_flight
 from queues.definitions import REMINDER
 from queues.publish import jobs_publish
 
@@ -230,15 +231,38 @@ def reminder_dispatch(
     return report
 
 
-def reminder_jobs_publish(reminder_ids: list[int]) -> None:
-    """booking:reminder jobs of up to REMINDER_JOB_SIZE reminders each."""
+def reminder_job_size(rate: int | None = None) -> int:
+    """Reminders per job: REMINDER_JOB_SIZE, or more for a number fast enough
+    to need more sends in flight (messaging/governed_sending.py)."""
+    rate = rate or settings.WHATSAPP_THROUGHPUT_PER_SECOND
+    return max(REMINDER_JOB_SIZE, sends_in_flight(rate))
+
+
+def reminder_jobs_publish(
+    reminder_ids: list[int],
+    *,
+    deferred_ids: list[int] | None = None,
+    countdown: float | None = None,
+    size: int | None = None,
+) -> None:
+    """booking:reminder jobs of up to ``size`` (default REMINDER_JOB_SIZE)
+    reminders each, in the order given (earliest due first). ``deferred_ids``
+    were deferred for throughput (past their send_by they fail with that
+    reason); ``countdown`` delays the jobs until their tokens are there."""
+    size = size or REMINDER_JOB_SIZE
+    deferred = set(deferred_ids or ())
+    kwargs_list = []
+    for start in range(0, len(reminder_ids), size):
+        ids = reminder_ids[start : start + size]
+        kwargs: dict = {"reminder_ids": ids}
+        if deferred & set(ids):
+            kwargs["deferred_ids"] = [pk for pk in ids if pk in deferred]
+        kwargs_list.append(kwargs)
     jobs_publish(
         REMINDER_SEND_TASK,
         queue=REMINDER,
-        kwargs_list=[
-            {"reminder_ids": reminder_ids[start : start + REMINDER_JOB_SIZE]}
-            for start in range(0, len(reminder_ids), REMINDER_JOB_SIZE)
-        ],
+        kwargs_list=kwargs_list,
+        countdown=countdown,
     )
 
 
@@ -248,7 +272,13 @@ def _reminder_claim_batch(*, now: datetime, limit: int) -> tuple[int, int]:
         BookingReminder.objects.select_for_update(skip_locked=True, of=("self",))
         .filter(status=BookingReminder.Status.PENDING, due_at__lte=now)
         .order_by("due_at")
-        .values_list("id", "kind", "send_by", "booking__salon_id")[:limit]
+        .values_list(
+            "id",
+            "kind",
+            "send_by",
+            "booking__salon_id",
+            "booking__salon__whatsapp_throughput_per_second",
+        )[:limit]
     )
     sendable = [row for row in rows if row[2] > now]
     late = [row for row in rows if row[2] <= now]
@@ -257,7 +287,8 @@ def _reminder_claim_batch(*, now: datetime, limit: int) -> tuple[int, int]:
             status=BookingReminder.Status.QUEUED, queued_at=now, updated_at=now
         )
         ids = [row[0] for row in sendable]
-        transaction.on_commit(lambda: reminder_jobs_publish(ids))
+        size = reminder_job_size(max(row[4] or 0 for row in sendable))
+        transaction.on_commit(lambda: reminder_jobs_publish(ids, size=size))
     for kind in {row[1] for row in late}:
         BookingReminder.objects.filter(
             pk__in=[row[0] for row in late if row[1] == kind]

@@ -28,6 +28,10 @@ SALON_EDITABLE_FIELDS = (
     "timezone",
     "language",
     "email",
+    # Set by operators in the admin (the API's serializer does not carry them):
+    # the account template webhooks name, and the rate Meta upgraded to.
+    "whatsapp_business_account_id",
+    "whatsapp_throughput_per_second",
 )
 BOOKING_EDITABLE_FIELDS = (
     "customer_name",
@@ -68,6 +72,8 @@ def salon_create(
     timezone: str = "UTC",
     language: str = "en_US",
     email: str = "",
+    whatsapp_business_account_id: str = "",
+    whatsapp_throughput_per_second: int | None = None,
 ) -> Salon:
     """Create a salon and welcome its owner by e-mail."""
     salon = Salon(
@@ -79,6 +85,8 @@ def salon_create(
         timezone=timezone,
         language=language,
         email=email,
+        whatsapp_business_account_id=whatsapp_business_account_id,
+        whatsapp_throughput_per_second=whatsapp_throughput_per_second,
     )
     model_save_validated(salon, integrity_errors=_DUPLICATE_PHONE_ID)
     recipient = owner.email or salon.email

@@ -30,3 +30,13 @@ class MessagingConfig(AppConfig):
         signals.messages_changed.connect(
             signals.invalidate_for_messages_changed, dispatch_uid="cache:messages"
         )
+        # Pacing and person-needed send errors on /metrics and the health page.
+        from messaging.pacing import PacingCollector
+        from messaging.send_errors import send_errors_health
+        from queues.health import HEALTH_SECTIONS
+        from queues.metrics import registry
+
+        HEALTH_SECTIONS["whatsapp_send_errors"] = send_errors_health
+        if not getattr(registry, "_pacing_registered", False):
+            registry.register(PacingCollector())
+            registry._pacing_registered = True

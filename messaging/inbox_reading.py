@@ -11,6 +11,10 @@ from bookings.models import Salon
 from messaging.inbox_storage import Inbound
 from messaging.payloads import as_dict, as_list
 from messaging.services import STATUS_FIELDS
+from messaging.template_status import (
+    TEMPLATE_STATUS_FIELD,
+    template_status_updates_apply,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +63,13 @@ def payload_walk(payload: Any, salons: dict[str, Salon], outcome: Outcome):
     """Walk every entry, change, message and status (Meta batches at every
     level); returns the inbound messages to store."""
     inbound = Inbound()
+    # Template lifecycle (messaging/template_status.py): its own walk.
+    seen, unapplied = template_status_updates_apply(payload, outcome.notes)
+    outcome.values += seen
+    outcome.ignored_values += unapplied
     for change in _changes(payload):
+        if change.get("field") == TEMPLATE_STATUS_FIELD:
+            continue
         if change.get("field", "messages") != "messages":
             # Not a number's messages (template status updates belong to the
             # WABA): acknowledged, and nothing here to apply.

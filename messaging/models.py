@@ -167,6 +167,8 @@ class MessageTemplate(models.Model):
         APPROVED = "approved"
         PENDING = "pending"
         REJECTED = "rejected"
+        PAUSED = "paused"
+        DISABLED = "disabled"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     salon = models.ForeignKey(Salon, on_delete=models.CASCADE, related_name="templates")
@@ -176,6 +178,11 @@ class MessageTemplate(models.Model):
     body = models.TextField(help_text="Text with {{1}}, {{2}}... placeholders.")
     status = models.CharField(
         max_length=16, choices=Status.choices, default=Status.PENDING
+    )
+    status_reason = models.CharField(
+        max_length=255,
+        blank=True,
+        help_text="Meta's reason with its last status update (rejection, pause).",
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -11,8 +11,10 @@ from django.db import transaction
 from django.utils import timezone
 
 from bookings.models import Salon
+from messaging.governed_sending import GovernedSend, governed_send, salon_rate
 from messaging.models import Conversation, Message
 from messaging.selectors import window_is_open
+from messaging.send_errors import send_error_annotate
 from messaging.services import (
     conversations_touch,
     messages_changed_on_commit,
@@ -65,7 +67,7 @@ def message_outbound_record(
     salon: Salon,
     customer_wa_id: str,
     customer_name: str,
-    wamid: str,
+    wamid: str | None,
     type: str,
     body: str,
     content: dict[str, Any],
@@ -87,6 +89,39 @@ def message_outbound_record(
         content=content,
         status=Message.Status.SENT,
         sent_at=at,
+        created_at=at,
+    )
+    messages_changed_on_commit(salon.pk, [conversation.pk])
+    return message
+
+
+def message_send_error_record(
+    *,
+    salon: Salon,
+    customer_wa_id: str,
+    customer_name: str,
+    type: str,
+    body: str,
+    content: dict[str, Any],
+    error: dict[str, Any],
+    at: datetime,
+) -> Message:
+    """Record a message another app tried to send and Meta refused (a
+    reminder), as a failed message carrying Meta's error, in the caller's
+    transaction: the error is shown on the message and counted per salon."""
+    conversation = _conversation_touch_or_create(
+        salon, wa_id=customer_wa_id, customer_name=customer_name, at=at
+    )
+    message = Message.objects.create(
+        salon=salon,
+        conversation=conversation,
+        direction=Message.Direction.OUTBOUND,
+        type=type,
+        body=body,
+        content=content,
+        status=Message.Status.FAILED,
+        error=send_error_annotate(error),
+        failed_at=at,
         created_at=at,
     )
     messages_changed_on_commit(salon.pk, [conversation.pk])
@@ -152,25 +187,43 @@ def messages_outbound_redrive(*, older_than: timedelta, limit: int = 500) -> lis
 
 
 def _outbound_send(message: Message) -> SendResult:
+    """The send, through the throughput governor (SendDeferred when it must
+    wait)."""
     client = whatsapp_client()
     phone_number_id = message.salon.whatsapp_phone_number_id
     # The phone number when we know it (Meta recommends it), else the BSUID.
     conversation = message.conversation
     to = conversation.customer_wa_id or conversation.customer_user_id
     if message.type == "template":
-        return client.send_template(
+
+        def call() -> SendResult:
+            return client.send_template(
+                phone_number_id=phone_number_id,
+                to=to,
+                name=message.content["name"],
+                language=message.content.get("language", message.salon.language),
+                parameters=message.content.get("parameters", []),
+            )
+
+    else:
+        reply_to = message.reply_to.wamid if message.reply_to else ""
+
+        def call() -> SendResult:
+            return client.send_text(
+                phone_number_id=phone_number_id,
+                to=to,
+                body=message.body,
+                reply_to_wamid=reply_to or "",
+            )
+
+    return governed_send(
+        GovernedSend(
             phone_number_id=phone_number_id,
-            to=to,
-            name=message.content["name"],
-            language=message.content.get("language", message.salon.language),
-            parameters=message.content.get("parameters", []),
+            recipient=to,
+            rate=salon_rate(message.salon),
+            call=call,
+            key=message.pk,
         )
-    reply_to = message.reply_to.wamid if message.reply_to else ""
-    return client.send_text(
-        phone_number_id=phone_number_id,
-        to=to,
-        body=message.body,
-        reply_to_wamid=reply_to or "",
     )
 
 
@@ -179,7 +232,8 @@ def message_outbound_deliver(*, message_id, final_attempt: bool) -> Message | No
 
     Retryable errors (by Meta's code) raise RetryableJobError until the last
     attempt; permanent ones, and the last attempt's, fail the message with
-    the error.
+    the error. A send the throughput governor defers (no token, or Meta
+    answered 130429/131056) raises SendDeferred: no attempt is spent.
     """
     message = (
         Message.objects.select_related("salon", "conversation", "reply_to")
@@ -212,7 +266,9 @@ def message_outbound_deliver(*, message_id, final_attempt: bool) -> Message | No
 def _message_fail(message: Message, error: dict) -> Message:
     logger.warning("Outbound message %s failed: %s", message.pk, error)
     Message.objects.filter(pk=message.pk, status=Message.Status.QUEUED).update(
-        status=Message.Status.FAILED, error=error, failed_at=timezone.now()
+        status=Message.Status.FAILED,
+        error=send_error_annotate(error),
+        failed_at=timezone.now(),
     )
     messages_changed_on_commit(message.salon_id, [message.conversation_id])
     message.refresh_from_db()
@@ -221,15 +277,25 @@ def _message_fail(message: Message, error: dict) -> Message:
 
 def message_test_send(*, salon_id: str, to: str, text: str) -> str:
     """The operators' test job on whatsapp:outbound (POST /admin/queue/test):
-    ``text`` to ``to`` from the salon's number through the configured backend.
-    Nothing is recorded: the number is the operator's, not a customer's.
-    Returns the wamid."""
+    ``text`` to ``to`` from the salon's number through the configured backend,
+    paced by the throughput governor like every send (SendDeferred when it
+    must wait). Nothing is recorded: the number is the operator's, not a
+    customer's. Returns the wamid."""
     salon = Salon.objects.get(pk=salon_id)
+    wa_id = wa_id_from_phone(to)
+    client = whatsapp_client()
     try:
-        result = whatsapp_client().send_text(
-            phone_number_id=salon.whatsapp_phone_number_id,
-            to=wa_id_from_phone(to),
-            body=text,
+        result = governed_send(
+            GovernedSend(
+                phone_number_id=salon.whatsapp_phone_number_id,
+                recipient=wa_id,
+                rate=salon_rate(salon),
+                call=lambda: client.send_text(
+                    phone_number_id=salon.whatsapp_phone_number_id,
+                    to=wa_id,
+                    body=text,
+                ),
+            )
         )
     except WhatsAppError as exc:
         if exc.retryable:

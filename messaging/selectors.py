@@ -58,6 +58,37 @@ def template_approved(*, salon, name: str, language: str) -> MessageTemplate | N
     ).first()
 
 
+def _language_base(language: str) -> str:
+    return language.replace("-", "_").split("_")[0]
+
+
+def template_for_language(*, salon, name: str, language: str) -> MessageTemplate | None:
+    """The approved template of this name to send in ``language``, in Meta's
+    order: the salon's language; the same language's base (``en`` for
+    ``en_US``) or, for a base, one of its regional forms (``en_US`` for
+    ``en``); then the only approved language of that name. Paused, disabled,
+    rejected and pending templates are never chosen. One query."""
+    approved = {
+        template.language: template
+        for template in MessageTemplate.objects.filter(
+            salon=salon, name=name, status=MessageTemplate.Status.APPROVED
+        )
+    }
+    if language in approved:
+        return approved[language]
+    base = _language_base(language)
+    if base != language and base in approved:
+        return approved[base]
+    regional = sorted(
+        code for code in approved if code != base and _language_base(code) == base
+    )
+    if base == language and regional:
+        return approved[regional[0]]
+    if len(approved) == 1:
+        return next(iter(approved.values()))
+    return None
+
+
 def media_open(*, message: Message):
     """The stored media file of a message, opened for reading; None if the
     message has none (not media, not downloaded yet, refused, or missing)."""

@@ -20,6 +20,7 @@ from messaging.models import (
     OrphanStatus,
 )
 from messaging.payloads import message_error, meta_time
+from messaging.send_errors import send_error_annotate
 from messaging.signals import messages_changed
 from saas.services import model_save_validated
 
@@ -144,7 +145,7 @@ STATUS_FIELDS: dict[str, tuple[str, tuple[str, ...]]] = {
 
 def _status_error(status: dict) -> dict:
     error = message_error(status) or {"code": None, "title": "failed", "details": ""}
-    return error
+    return send_error_annotate(error)
 
 
 def _status_apply(message_id, status: dict) -> None:

@@ -6,6 +6,7 @@ from celery import shared_task
 from django.conf import settings
 
 from messaging import inbox, media, outbound, services
+from messaging.governed_sending import SendDeferred
 from queues.definitions import (
     MEDIA,
     MESSAGE_STATUS,
@@ -13,6 +14,7 @@ from queues.definitions import (
     WEBHOOK,
     queue_task_options,
 )
+from queues.publish import job_defer
 
 
 @shared_task(
@@ -72,10 +74,14 @@ def message_statuses_apply_task(self, salon_id: str, statuses: list[dict]) -> No
     name=outbound.MESSAGE_OUTBOUND_SEND_TASK, bind=True, **queue_task_options(OUTBOUND)
 )
 def message_outbound_send_task(self, message_id: str) -> None:
-    outbound.message_outbound_deliver(
-        message_id=message_id,
-        final_attempt=not OUTBOUND.may_retry(self.request.retries + 1),
-    )
+    try:
+        outbound.message_outbound_deliver(
+            message_id=message_id,
+            final_attempt=not OUTBOUND.may_retry(self.request.retries + 1),
+        )
+    except SendDeferred as deferred:
+        # The governor's wait is not a failed attempt.
+        job_defer(self, countdown=deferred.retry_after, reason=str(deferred))
 
 
 @shared_task(name="messaging.messages_outbound_redrive", **queue_task_options(OUTBOUND))
@@ -110,7 +116,13 @@ def messages_media_redrive_task() -> int:
     )
 
 
-@shared_task(name=outbound.MESSAGE_TEST_SEND_TASK, **queue_task_options(OUTBOUND))
-def message_test_send_task(salon_id: str, to: str, text: str) -> str:
+@shared_task(
+    name=outbound.MESSAGE_TEST_SEND_TASK, bind=True, **queue_task_options(OUTBOUND)
+)
+def message_test_send_task(self, salon_id: str, to: str, text: str) -> str:
     """The operators' test job on whatsapp:outbound."""
-    return outbound.message_test_send(salon_id=salon_id, to=to, text=text)
+    try:
+        return outbound.message_test_send(salon_id=salon_id, to=to, text=text)
+    except SendDeferred as deferred:
+        # The governor's wait is not a failed attempt.
+        job_defer(self, countdown=deferred.retry_after, reason=str(deferred))

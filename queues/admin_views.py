@@ -20,6 +20,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from messaging.inbox_claims import webhook_events_quarantined
+from messaging.pacing import pacing_overview
 from queues import records, services
 from queues.admin_charts import throughput_chart
 from queues.admin_redrive import redrive_page
@@ -126,6 +127,7 @@ def overview_view(request):
             request,
             "Queues",
             rows=rows,
+            pacing=pacing_overview(),
             actions=QueueAction.objects.select_related("actor")[:15],
         ),
     )

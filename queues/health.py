@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -19,6 +21,12 @@ from queues.selectors import (
     workers_alive,
 )
 from saas.redis import queue_redis, redis_client
+
+logger = logging.getLogger(__name__)
+
+#: Sections other apps add to the health report, by registration in their
+#: AppConfig.ready() (a lower layer never imports them): name -> fn(alerts).
+HEALTH_SECTIONS: dict[str, Callable[[list[dict[str, Any]]], Any]] = {}
 
 BACKLOG_THRESHOLD = 1000
 FAILURE_RATE_ALERT = 0.05
@@ -132,6 +140,13 @@ def health_report() -> tuple[int, dict[str, Any]]:
             queues = _queues_health(alerts)
         except redis.RedisError as exc:
             broker = {"status": "down", "error": str(exc)[:200]}
+    sections: dict[str, Any] = {}
+    for name, section in HEALTH_SECTIONS.items():
+        try:
+            sections[name] = section(alerts)
+        except Exception as exc:  # a section never takes the report down
+            logger.warning("Health section %s failed: %r", name, exc)
+            sections[name] = {"error": str(exc)[:200]}
     down = database["status"] != "ok" or broker["status"] != "ok"
     status = "down" if down else ("degraded" if alerts else "ok")
     body = {
@@ -140,6 +155,7 @@ def health_report() -> tuple[int, dict[str, Any]]:
         "cache": cache,
         "broker": broker,
         "queues": queues,
+        **sections,
         "alerts": alerts,
     }
     return (503 if down else 200), body

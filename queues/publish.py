@@ -14,6 +14,7 @@ from typing import Any
 
 import redis
 from celery import Task, current_app
+from celery.exceptions import Ignore
 from django.db import transaction
 
 from queues import records
@@ -67,6 +68,7 @@ def job_publish(
     on_commit: bool = False,
     durable: str = "",
     producer: Any = None,
+    countdown: float | None = None,
 ):
     """Publish the task named ``task`` on ``queue`` (default: the queue its
     decorator names) at ``priority`` on the seed's scale (default: the
@@ -81,6 +83,8 @@ def job_publish(
       wrote it neither waits for the broker nor fails with it.
     - ``job_id``: publish again under an existing id (its record goes on).
     - ``producer``: one kombu producer for many jobs in a row.
+    - ``countdown``: seconds before it may run (short waits only: long ETAs
+      do not belong in the broker).
     """
     name, spec = _queue_of(task, queue)
     options: dict[str, Any] = {
@@ -91,6 +95,8 @@ def job_publish(
         options.update(retry=True, retry_policy=FAIL_FAST_RETRY_POLICY)
     if producer is not None:
         options["producer"] = producer
+    if countdown:
+        options["countdown"] = countdown
 
     def publish():
         new_id = job_id or str(uuid.uuid4())
@@ -116,9 +122,52 @@ def job_publish(
 
 
 def jobs_publish(
-    task: str, *, queue: QueueSpec, kwargs_list: list[dict[str, Any]]
+    task: str,
+    *,
+    queue: QueueSpec,
+    kwargs_list: list[dict[str, Any]],
+    countdown: float | None = None,
 ) -> None:
     """Many jobs of one task in a row, over one broker connection."""
     with current_app.producer_or_acquire() as producer:
         for kwargs in kwargs_list:
-            job_publish(task, queue=queue, kwargs=kwargs, producer=producer)
+            job_publish(
+                task,
+                queue=queue,
+                kwargs=kwargs,
+                producer=producer,
+                countdown=countdown,
+            )
+
+
+#: Header of a copy published by job_defer: the attempt count (retries) it
+#: was deferred at, so its run is not counted as another attempt.
+DEFERRED_HEADER = "x_deferred_at_retries"
+DEFERRED_REASON_HEADER = "x_deferred_reason"
+
+
+def job_defer(task: Task, *, countdown: float, reason: str):
+    """Run the current job again in ``countdown`` seconds without spending an
+    attempt (``task.retry`` spends one): a copy with the same id, queue,
+    priority and attempt count is published, and this delivery ends quietly
+    (celery's Ignore). Its record shows it delayed with ``reason``; the copy's
+    run does not add to its attempts. For short waits (a send deferred by the
+    throughput governor), never for long ETAs."""
+    request = task.request
+    task.signature_from_request(
+        countdown=max(countdown, 0.0),
+        retries=request.retries,
+        headers={
+            DEFERRED_HEADER: request.retries,
+            DEFERRED_REASON_HEADER: reason[:200],
+        },
+    ).apply_async()
+    raise Ignore()
+
+
+def job_run_is_deferred_copy(request) -> bool:
+    """Whether this run is a deferred copy's (not a new attempt)."""
+    at = request.get(DEFERRED_HEADER)
+    if at is None:
+        at = (request.get("headers") or {}).get(DEFERRED_HEADER)
+    return at is not None and int(at) == int(request.retries or 0)

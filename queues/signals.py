@@ -17,7 +17,7 @@ from typing import Any
 import redis
 from celery import signals
 
-from queues import records
+from queues import publish, records
 from queues.definitions import seed_priority
 from saas.redaction import has_secrets, redact_data, redact_text
 
@@ -135,6 +135,8 @@ def on_before_publish(
         "eta": eta or "",
         **dump_data(args, kwargs),
     }
+    if headers.get(publish.DEFERRED_REASON_HEADER):
+        fields["deferred"] = headers[publish.DEFERRED_REASON_HEADER]
     _safely(
         records.record_transition,
         job_id=job_id,
@@ -163,7 +165,7 @@ def on_prerun(sender=None, task_id=None, task=None, **kw):
             "worker": task.request.hostname or "",
             "finished_at": "",
         },
-        count_attempt=True,
+        count_attempt=not publish.job_run_is_deferred_copy(task.request),
         now=now,
         writer=_writer,
     )

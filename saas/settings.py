@@ -318,6 +318,20 @@ WHATSAPP_REMINDER_TEMPLATE = env(
     "WHATSAPP_REMINDER_TEMPLATE", default="booking_reminder"
 )
 WHATSAPP_HTTP_TIMEOUT_SECONDS = env.float("WHATSAPP_HTTP_TIMEOUT_SECONDS", default=10.0)
+# Outbound pacing (messaging/throughput.py): Meta's limit per business number
+# (a salon's whatsapp_throughput_per_second overrides it), and the answer time
+# the number of sends in flight is sized for (rate x latency).
+WHATSAPP_THROUGHPUT_PER_SECOND = env.int("WHATSAPP_THROUGHPUT_PER_SECOND", default=80)
+WHATSAPP_SEND_LATENCY_SECONDS = env.float("WHATSAPP_SEND_LATENCY_SECONDS", default=0.3)
+# The governor paces at the rate less this fraction: Meta counts sends on
+# arrival, and the margin absorbs the jitter between a grant and its arrival.
+WHATSAPP_THROUGHPUT_HEADROOM = env.float("WHATSAPP_THROUGHPUT_HEADROOM", default=0.05)
+WHATSAPP_THROUGHPUT_PENALTY_HOLD_SECONDS = env.float(
+    "WHATSAPP_THROUGHPUT_PENALTY_HOLD_SECONDS", default=2.0
+)
+WHATSAPP_THROUGHPUT_RECOVERY_SECONDS = env.float(
+    "WHATSAPP_THROUGHPUT_RECOVERY_SECONDS", default=10.0
+)
 
 # --- E-mail -----------------------------------------------------------------
 if env("EMAIL_URL", default=""):

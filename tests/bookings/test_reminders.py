@@ -225,7 +225,13 @@ def test_deliver_sends_records_stamps_and_marks_sent_once(salon, clock):
     )
     assert conversation.last_message_at == DAY_DUE
     booking.refresh_from_db()
-    assert booking.metadata == {"reminders": {"day_before": DAY_DUE.isoformat()}}
+    # Issue 15: the template and language used are recorded beside the stamp.
+    assert booking.metadata == {
+        "reminders": {"day_before": DAY_DUE.isoformat()},
+        "reminder_templates": {
+            "day_before": {"name": "booking_reminder", "language": "en_US"}
+        },
+    }
 
     # A second delivery of the same job (retry, redelivery) sends nothing.
     reminder_sending.reminder_deliver(reminder_id=reminder.pk)
@@ -305,6 +311,8 @@ def test_a_job_that_runs_too_late_skips(salon, clock):
 def test_without_an_approved_template_nor_window_it_fails_with_the_reason(clock):
     salon = SalonFactory(language="es_ES")
     TemplateFactory(salon=salon, name="booking_reminder", language="en_US")
+    # Issue 15: with one approved language only, that language would be used.
+    TemplateFactory(salon=salon, name="booking_reminder", language="fr_FR")
     TemplateFactory(
         salon=salon, name="booking_reminder", language="es_ES", status="pending"
     )
@@ -365,6 +373,8 @@ def test_a_job_over_its_time_budget_hands_the_rest_on(salon, clock, monkeypatch)
 
     queue_redis().flushdb()
     monkeypatch.setattr(reminder_sending, "REMINDER_JOB_BUDGET_SECONDS", -1)
+    # Issue 15: a job sends in rounds; one reminder per round here.
+    monkeypatch.setattr(reminder_sending, "sends_in_flight", lambda rate: 1)
 
     outcome = reminder_sending.reminders_deliver(reminder_ids=ids)
 

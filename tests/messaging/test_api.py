@@ -136,14 +136,24 @@ def test_rate_limit_is_retried_with_backoff_then_sent(
 def test_retries_exhausted_fail_the_message_with_the_error(
     user, conversation, httpserver, cloud_worker
 ):
+    # Issue 15: a 130429 is deferred, never a failed attempt (test_pacing.py);
+    # a transient 131000 is what exhausts the attempts now.
     httpserver.expect_request(PATH).respond_with_json(
-        send_api("error_130429_rate_limit.json"), status=400
+        {
+            "error": {
+                "message": "(#131000) Something went wrong",
+                "type": "OAuthException",
+                "code": 131000,
+                "fbtrace_id": "AbCdEf",
+            }
+        },
+        status=500,
     )
     message_id = client_for(user).post(url(conversation), {"text": "Hi"}).json()["id"]
     cloud_worker()
     wait_until(lambda: status_of(message_id) == "failed", timeout=60)
     assert len(httpserver.log) == 3  # QUEUE_RETRY_ATTEMPTS
-    assert Message.objects.get(pk=message_id).error["code"] == 130429
+    assert Message.objects.get(pk=message_id).error["code"] == 131000
 
 
 @pytest.mark.django_db(transaction=True)
