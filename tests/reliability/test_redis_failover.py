@@ -13,6 +13,7 @@ worker processes, the cache serving hits again. What the replica never
 received is re-driven from the database by beat (short re-drive settings).
 """
 
+import importlib
 import json
 import os
 import re
@@ -26,6 +27,7 @@ from datetime import timedelta
 import httpx
 import pytest
 import redis
+from django.apps import apps
 from django.utils import timezone
 from django_celery_beat.models import IntervalSchedule, PeriodicTask, PeriodicTasks
 from rest_framework_simplejwt.tokens import RefreshToken
@@ -90,8 +92,22 @@ def replication_group(make_redis_server, tmp_path):
         sentinel.stop()
 
 
+#: The migrations that provision beat's every-minute tasks.
+SCHEDULE_MIGRATIONS = (
+    "bookings.migrations.0003_reminder_dispatch_schedule",
+    "notifications.migrations.0003_email_redrive_schedule",
+    "messaging.migrations.0003_webhook_redrive_schedule",
+    "messaging.migrations.0004_message_outbound_redrive",
+    "messaging.migrations.0005_i12_customer_bsuid_and_media",
+)
+
+
 def every_few_seconds(seconds: int) -> None:
-    """Beat's every-minute tasks tick every few seconds for this test."""
+    """Beat's every-minute tasks tick every few seconds for this test. They are
+    provisioned again first: a transactional test run before this one empties
+    the tables the migrations filled."""
+    for module in SCHEDULE_MIGRATIONS:
+        importlib.import_module(module).provision(apps, None)
     interval, _ = IntervalSchedule.objects.get_or_create(
         every=seconds, period="seconds"
     )
