@@ -19,21 +19,21 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from bookings.models import Booking, BookingReminder, Salon
+from bookings.models import Booking, BookingReminder
 from bookings.reminder_content import ReminderOutbound, reminder_outbound
 from bookings.reminders import reminder_jobs_publish, reminder_too_late_reason
 from bookings.signals import bookings_changed_on_commit
 from messaging.governed_sending import (
-    GovernedSend,
     SendOutcome,
-    governed_send,
     governed_sends,
-    salon_rate,
     sends_in_flight,
 )
-from messaging.outbound import message_outbound_record, message_send_error_record
+from messaging.outbound import (
+    message_outbound_record,
+    message_send_error_record,
+    operator_test_send,
+)
 from messaging.services import wa_id_from_phone
-from messaging.whatsapp import WhatsAppError, whatsapp_client
 from queues.definitions import REMINDER, RetryableJobError
 
 logger = logging.getLogger(__name__)
@@ -326,32 +326,17 @@ REMINDER_TEST_SEND_TASK = "bookings.reminder_test_send"
 
 
 def reminder_test_send(*, salon_id: str, to: str, parameters: list[str]) -> str:
-    """The operators' test job on booking:reminder (POST /admin/queue/test): the
-    reminder template (WHATSAPP_REMINDER_TEMPLATE, in the salon's language)
-    sent to ``to`` from the salon's number, through the throughput governor
-    like every send (SendDeferred when it must wait). Nothing is recorded.
-    Returns the wamid."""
-    salon = Salon.objects.get(pk=salon_id)
-    wa_id = wa_id_from_phone(to)
-    client = whatsapp_client()
-    try:
-        result = governed_send(
-            GovernedSend(
-                phone_number_id=salon.whatsapp_phone_number_id,
-                recipient=wa_id,
-                rate=salon_rate(salon),
-                call=lambda: client.send_template(
-                    phone_number_id=salon.whatsapp_phone_number_id,
-                    to=wa_id,
-                    name=settings.WHATSAPP_REMINDER_TEMPLATE,
-                    language=salon.language,
-                    parameters=parameters,
-                ),
-            )
-        )
-    except WhatsAppError as exc:
-        if exc.retryable:
-            raise RetryableJobError(str(exc)) from exc
-        raise
-    logger.info("Test reminder %s sent to %s", result.wamid, to)
-    return result.wamid
+    """The operators' test job on booking:reminder: the reminder template
+    (WHATSAPP_REMINDER_TEMPLATE, in the salon's language) to ``to``."""
+    return operator_test_send(
+        salon_id=salon_id,
+        to=to,
+        what="reminder",
+        send=lambda client, salon, wa_id: client.send_template(
+            phone_number_id=salon.whatsapp_phone_number_id,
+            to=wa_id,
+            name=settings.WHATSAPP_REMINDER_TEMPLATE,
+            language=salon.language,
+            parameters=parameters,
+        ),
+    )

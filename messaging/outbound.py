@@ -3,6 +3,7 @@ whatsapp:outbound, and the messages other apps send themselves (reminders)
 recorded in their conversation."""
 
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -275,9 +276,15 @@ def _message_fail(message: Message, error: dict) -> Message:
     return message
 
 
-def message_test_send(*, salon_id: str, to: str, text: str) -> str:
-    """The operators' test job on whatsapp:outbound (POST /admin/queue/test):
-    ``text`` to ``to`` from the salon's number through the configured backend,
+def operator_test_send(
+    *,
+    salon_id: str,
+    to: str,
+    what: str,
+    send: Callable[[Any, Salon, str], SendResult],
+) -> str:
+    """An operators' test send (POST /admin/queue/test) from the salon's number
+    to ``to``: ``send(client, salon, wa_id)`` through the configured backend,
     paced by the throughput governor like every send (SendDeferred when it
     must wait). Nothing is recorded: the number is the operator's, not a
     customer's. Returns the wamid."""
@@ -290,16 +297,24 @@ def message_test_send(*, salon_id: str, to: str, text: str) -> str:
                 phone_number_id=salon.whatsapp_phone_number_id,
                 recipient=wa_id,
                 rate=salon_rate(salon),
-                call=lambda: client.send_text(
-                    phone_number_id=salon.whatsapp_phone_number_id,
-                    to=wa_id,
-                    body=text,
-                ),
+                call=lambda: send(client, salon, wa_id),
             )
         )
     except WhatsAppError as exc:
         if exc.retryable:
             raise RetryableJobError(str(exc)) from exc
         raise
-    logger.info("Test message %s sent to %s", result.wamid, to)
+    logger.info("Test %s %s sent to %s", what, result.wamid, to)
     return result.wamid
+
+
+def message_test_send(*, salon_id: str, to: str, text: str) -> str:
+    """The operators' test job on whatsapp:outbound: ``text`` to ``to``."""
+    return operator_test_send(
+        salon_id=salon_id,
+        to=to,
+        what="message",
+        send=lambda client, salon, wa_id: client.send_text(
+            phone_number_id=salon.whatsapp_phone_number_id, to=wa_id, body=text
+        ),
+    )
