@@ -227,21 +227,26 @@ def worker_tree(pid: int) -> list[int]:
     return pids
 
 
-def postgres_backends() -> list[int]:
-    """The bench database's backends but ours (the worker's connections)."""
+def postgres_backends(database: str | None = None) -> list[int]:
+    """A database's backends but ours (the worker's connections); by default
+    the bench database's."""
     from django.db import connection
 
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-            "AND pid <> pg_backend_pid()"
+            "SELECT pid FROM pg_stat_activity "
+            "WHERE datname = coalesce(%s, current_database()) "
+            "AND pid <> pg_backend_pid()",
+            [database],
         )
         return [row[0] for row in cursor.fetchall()]
 
 
-def cpu_now(worker: subprocess.Popen) -> float:
+def cpu_now(worker: subprocess.Popen, database: str | None = None) -> float:
     """CPU seconds used so far by the worker's processes and their backends."""
-    return process_cpu(worker_tree(worker.pid)) + process_cpu(postgres_backends())
+    return process_cpu(worker_tree(worker.pid)) + process_cpu(
+        postgres_backends(database)
+    )
 
 
 def succeeded(log_path: Path) -> int:
@@ -285,6 +290,9 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.15, help="Meta's answer")
     parser.add_argument("--baseline-count", type=int, default=1000)
     parser.add_argument("--baseline-ref", default=None, help="code before the governor")
+    parser.add_argument(
+        "--timeline", action="store_true", help="print accepted sends per second"
+    )
     args = parser.parse_args()
     if args.backend == "cloud_api":
         return main_cloud(args)
@@ -479,6 +487,91 @@ def _cloud_run(args, *, count: int, base_url: str, log_path: Path, cwd: Path):
             worker.wait()
 
 
+def _baseline_cloud_run(args, *, count: int, base_url: str, log_path: Path, tree):
+    """The same run for the code before the governor, from its own tree on a
+    database its own migrations made (its schema is older than this code's):
+    bookings and the dispatch through its ``manage.py``, figures read by SQL."""
+    from django.conf import settings
+    from django.utils import timezone
+
+    from bench.harness import drop_database, recreate_database
+    from bench.reminders_cloud import (
+        BASELINE_DISPATCH,
+        BASELINE_SETUP,
+        baseline_counts,
+        baseline_manage,
+        cloud_env,
+        sends_report,
+    )
+    from tests.graph_api import GraphApiClient
+
+    params = settings.DATABASES["default"]
+    name = f"{params['NAME']}_baseline"
+    host, port = params["HOST"] or "127.0.0.1", params["PORT"] or 5432
+    server = f"postgres://{params['USER']}@{host}:{port}"
+    recreate_database(f"{server}/postgres", name)
+    db_url = f"{server}/{name}"
+    baseline_manage(tree, db_url, "migrate", "--no-input", "-v0")
+    reset_state()
+    graph = GraphApiClient(base_url)
+    graph.reset()
+    log_path.write_bytes(b"")
+    worker = start_worker(
+        args.concurrency,
+        log_path,
+        env_extra={**cloud_env(base_url), "DATABASE_URL": db_url},
+        cwd=tree,
+    )
+    try:
+        due_at = timezone.now() + timedelta(seconds=args.lead_in + 30)
+        baseline_manage(
+            tree,
+            db_url,
+            "shell",
+            "-c",
+            BASELINE_SETUP.format(count=count, due_at=due_at.isoformat()),
+        )
+        wait_for(
+            lambda: " ready." in log_path.read_text(errors="replace"),
+            timeout=60,
+            what="the baseline worker",
+        )
+        time.sleep(max((due_at - timezone.now()).total_seconds(), 0))
+        cpu_before = cpu_now(worker, name)
+        load_before = os.getloadavg()[0]
+        started = time.monotonic()
+        baseline_manage(tree, db_url, "shell", "-c", BASELINE_DISPATCH)
+
+        def done():
+            statuses = baseline_counts(db_url)["statuses"]
+            return statuses.get("pending", 0) + statuses.get("queued", 0) == 0
+
+        wait_for(done, timeout=3600, what="every baseline reminder sent", interval=0.5)
+        wall = time.monotonic() - started
+        cpu = cpu_now(worker, name) - cpu_before
+        counts = baseline_counts(db_url)
+        last_sent = counts["last_sent"]
+        return {
+            "wall": wall,
+            "cpu_per_send": cpu / count,
+            "due_to_last": (last_sent - due_at).total_seconds() if last_sent else None,
+            "sent": counts["statuses"].get("sent", 0),
+            "failed": counts["statuses"].get("failed", 0),
+            "messages": counts["messages"],
+            "wamids": counts["wamids"],
+            "load": (load_before, os.getloadavg()[0]),
+            **sends_report(graph, "900000000000000", count),
+        }
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, 9)
+            worker.wait()
+        drop_database(f"{server}/postgres", name)
+
+
 def _cloud_print(name: str, count: int, run: dict, limit: int) -> None:
     print(
         f"{name}: {count} reminders, load {run['load'][0]:.2f} -> {run['load'][1]:.2f}"
@@ -534,17 +627,19 @@ def main_cloud(args) -> None:
         baseline = None
         if not args.skip_baseline:
             ref = args.baseline_ref or BASELINE_REF
-            baseline = _cloud_run(
+            baseline = _baseline_cloud_run(
                 args,
                 count=args.baseline_count,
                 base_url=base_url,
                 log_path=ROOT / "var" / "bench-reminders-baseline.log",
-                cwd=baseline_tree(ref),
+                tree=baseline_tree(ref),
             )
     finally:
         stop(standin)
     print()
     _cloud_print("governor", args.count, governed, limit)
+    if args.timeline:
+        print("  accepted per second:", " ".join(map(str, governed["per_second"])))
     if baseline:
         _cloud_print(f"current code ({ref})", args.baseline_count, baseline, limit)
         print(

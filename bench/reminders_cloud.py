@@ -1,7 +1,8 @@
 """bench/reminders.py --backend cloud_api: the Graph API stand-in in process
 mode (tests/graph_api.py, Meta's 80/s per number, 150 ms answers) and the
-code before the throughput governor, run from its own source tree, as the
-side-by-side baseline for the CPU per send."""
+code before the throughput governor, run from its own source tree on a
+database migrated by that tree, as the side-by-side baseline for the CPU per
+send."""
 
 import os
 import re
@@ -66,6 +67,57 @@ def baseline_tree(ref: str = BASELINE_REF) -> Path:
     return target
 
 
+#: Run by the baseline tree's ``manage.py shell``: its own models, its own
+#: bench's bookings (the schema of that code, not of this one).
+BASELINE_SETUP = """
+import sys
+from datetime import datetime
+sys.path.insert(0, ".")
+from bench.reminders import create_bookings
+create_bookings({count}, datetime.fromisoformat("{due_at}"))
+"""
+BASELINE_DISPATCH = (
+    "from bookings.reminders import reminder_dispatch; reminder_dispatch()"
+)
+
+
+def baseline_manage(tree: Path, db_url: str, *args: str) -> str:
+    """``manage.py`` of the baseline tree on the baseline database."""
+    done = subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=tree,
+        env={**os.environ, "DATABASE_URL": db_url, "LOG_LEVEL": "WARNING"},
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode:
+        sys.exit(f"bench: baseline manage.py {args[0]} failed:\n{done.stderr[-3000:]}")
+    return done.stdout
+
+
+def baseline_counts(db_url: str) -> dict:
+    """The baseline run's rows, read with SQL (its schema is not this code's)."""
+    import psycopg
+
+    with psycopg.connect(db_url) as conn:
+        one = lambda sql: conn.execute(sql).fetchone()[0]  # noqa: E731
+        statuses = dict(
+            conn.execute(
+                "SELECT status, count(*) FROM bookings_bookingreminder "
+                "WHERE kind = 'hour_before' GROUP BY status"
+            ).fetchall()
+        )
+        return {
+            "statuses": statuses,
+            "last_sent": one(
+                "SELECT max(sent_at) FROM bookings_bookingreminder "
+                "WHERE kind = 'hour_before'"
+            ),
+            "messages": one("SELECT count(*) FROM messaging_message"),
+            "wamids": one("SELECT count(DISTINCT wamid) FROM messaging_message"),
+        }
+
+
 def sends_report(client, phone: str, count: int) -> dict:
     """What the stand-in saw: accepted, distinct customers, the busiest
     second, refusals by code, and the sustained rate."""
@@ -87,6 +139,7 @@ def sends_report(client, phone: str, count: int) -> dict:
         "span": times[-1] - times[0] if len(times) > 1 else 0.0,
         "sustained": sum(middle) / len(middle) if middle else 0.0,
         "min_second": min(middle) if middle else 0,
+        "per_second": per_second,
     }
 
 

@@ -21,12 +21,15 @@ from django.utils import timezone
 
 from bookings.models import Booking, BookingReminder
 from bookings.reminder_content import ReminderOutbound, reminder_outbound
-from bookings.reminders import reminder_jobs_publish, reminder_too_late_reason
+from bookings.reminders import (
+    reminder_job_size,
+    reminder_jobs_publish,
+    reminder_too_late_reason,
+)
 from bookings.signals import bookings_changed_on_commit
 from messaging.governed_sending import (
     SendOutcome,
     governed_sends,
-    sends_in_flight,
 )
 from messaging.outbound import (
     message_outbound_record,
@@ -252,8 +255,10 @@ def reminder_deliver(*, reminder_id: int) -> BookingReminder | None:
 
 
 def _due_order(reminder_ids: list[int]) -> tuple[list[int], int]:
-    """The job's ids by due time, and how many to send per round: enough in
-    flight for the fastest number among them."""
+    """The job's ids by due time, and how many to send per round: a job as
+    the dispatcher sizes it, for the fastest number among them (enough in
+    flight for its rate, and a whole job in one round: a round of the last
+    one or two would cost a transaction and Meta's answer time on its own)."""
     rows = list(
         BookingReminder.objects.filter(pk__in=reminder_ids)
         .order_by("due_at", "pk")
@@ -263,7 +268,7 @@ def _due_order(reminder_ids: list[int]) -> tuple[list[int], int]:
         (rate or settings.WHATSAPP_THROUGHPUT_PER_SECOND for _, rate in rows),
         default=settings.WHATSAPP_THROUGHPUT_PER_SECOND,
     )
-    return [pk for pk, _ in rows], sends_in_flight(rate)
+    return [pk for pk, _ in rows], reminder_job_size(rate)
 
 
 def reminders_deliver(

@@ -14,8 +14,11 @@ share one bucket:
   ``pair_interval`` (6 s) and ``pair_burst`` (2) stays within that.
 
 A send gets a token from both or from neither. When Meta still answers 130429,
-``throughput_penalize`` halves the number's effective rate (not below
-``WHATSAPP_THROUGHPUT_FLOOR``), holds it, then adds it back linearly; 131056
+``throughput_penalize`` cuts the number's effective rate by
+``WHATSAPP_THROUGHPUT_BACKOFF`` (0.7 of it is kept, CUBIC's multiplicative
+decrease: milder than halving, since the governor already paces under the
+limit and a 130429 means arrival jitter, not a rate far too high), not below
+``WHATSAPP_THROUGHPUT_FLOOR``, holds it, then adds it back linearly; 131056
 pushes only the pair's next allowed time out.
 
 Callers go through messaging/governed_sending.py (a sender thread sleeps
@@ -23,7 +26,8 @@ Callers go through messaging/governed_sending.py (a sender thread sleeps
 without spending an attempt with queues.publish.job_defer.
 
 Settings: WHATSAPP_THROUGHPUT_PER_SECOND (80), _WINDOW_SECONDS (1), _FLOOR (1/s),
-_PENALTY_HOLD_SECONDS, _RECOVERY_SECONDS (to add back the full rate),
+_BACKOFF (0.7), _PENALTY_HOLD_SECONDS, _RECOVERY_SECONDS (to add back the
+full rate),
 _PAIR_INTERVAL_SECONDS (6), _PAIR_BURST (2).
 """
 
@@ -91,6 +95,7 @@ class _Config:
     recovery: int
     pair_interval: int
     pair_burst: int
+    backoff: float  # the fraction of the rate kept after a 130429
 
     def args(self) -> list:
         return [self.rate, self.window, self.floor, self.hold, self.recovery]
@@ -118,6 +123,7 @@ def _config(
         recovery=micros(setting("RECOVERY_SECONDS", 20.0)),
         pair_interval=micros(pair_interval or setting("PAIR_INTERVAL_SECONDS", 6.0)),
         pair_burst=int(pair_burst or setting("PAIR_BURST", 2)),
+        backoff=min(1.0, max(0.05, float(setting("BACKOFF", 0.7)))),
     )
 
 
@@ -214,7 +220,14 @@ def throughput_penalize(
     config = _config(rate, pair_interval, pair_burst)
     ctl = control_key(phone_number_id)
     pair = pair_key(phone_number_id, recipient) if recipient else ctl
-    args = [code, *config.args(), config.pair_interval, config.pair_burst, SEEN_TTL]
+    args = [
+        code,
+        *config.args(),
+        config.pair_interval,
+        config.pair_burst,
+        SEEN_TTL,
+        config.backoff,
+    ]
     return _run(PENALIZE, [ctl, pair], args) / 1e6
 
 

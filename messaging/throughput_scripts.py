@@ -113,7 +113,8 @@ return out
 )
 
 # KEYS: ctl, pair (or the ctl again when no recipient).
-# ARGV: code, rate, window, floor, hold, recovery, pair_interval, pair_burst, seen_ttl.
+# ARGV: code, rate, window, floor, hold, recovery, pair_interval, pair_burst, seen_ttl,
+#       backoff (the fraction of the rate kept).
 # Returns the suggested retry_after in microseconds.
 PENALIZE = (
     _PRELUDE
@@ -122,6 +123,7 @@ local code, rate, window = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local floor_rate, hold = tonumber(ARGV[4]), tonumber(ARGV[5])
 local recovery = tonumber(ARGV[6])
 local pi, pb, seen_ttl = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+local backoff = tonumber(ARGV[10])
 if code == '131056' then
   local tat = math.max(tonumber(redis.call('GET', KEYS[2]) or 0), now + pb * pi)
   redis.call('SET', KEYS[2], us(tat), 'PX', math.ceil((tat - now) / 1000) + 1)
@@ -132,7 +134,7 @@ local last = tonumber(redis.call('HGET', KEYS[1], 'pen_at') or 0)
 -- is one signal, not one per worker.
 if now - last >= window then
   local eff = effective_rate(KEYS[1], rate, floor_rate, hold, recovery)
-  local factor = math.max(floor_rate, eff / 2) / rate
+  local factor = math.max(floor_rate, eff * backoff) / rate
   redis.call('HSET', KEYS[1], 'factor', string.format('%.6f', factor),
              'pen_at', us(now))
 end

@@ -326,6 +326,7 @@ WHATSAPP_SEND_LATENCY_SECONDS = env.float("WHATSAPP_SEND_LATENCY_SECONDS", defau
 # The governor paces at the rate less this fraction: Meta counts sends on
 # arrival, and the margin absorbs the jitter between a grant and its arrival.
 WHATSAPP_THROUGHPUT_HEADROOM = env.float("WHATSAPP_THROUGHPUT_HEADROOM", default=0.05)
+WHATSAPP_THROUGHPUT_BACKOFF = env.float("WHATSAPP_THROUGHPUT_BACKOFF", default=0.7)
 WHATSAPP_THROUGHPUT_PENALTY_HOLD_SECONDS = env.float(
     "WHATSAPP_THROUGHPUT_PENALTY_HOLD_SECONDS", default=2.0
 )

@@ -99,7 +99,7 @@ def test_metas_too_fast_defers_a_staff_reply_without_spending_an_attempt(
     assert message.error is None and message.wamid == graph.accepted[0].wamid
     job = wait_until(only_job, timeout=30)
     assert job["attempts"] == "1"  # the deferred copies' runs are not attempts
-    # Deferred again after Meta's 130429s: the halved rate, or the pair's pace
+    # Deferred again after Meta's 130429s: the reduced rate, or the pair's pace
     # (the refused sends took the customer's pair tokens).
     assert job["deferred"].startswith("WhatsApp throughput: ")
     assert "Ignore" not in worker.log() or "succeeded" in worker.log()

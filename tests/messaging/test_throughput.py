@@ -203,7 +203,8 @@ def test_batch_grants_in_order_and_staggers_the_rest():
     assert throughput_acquire_many([]) == []
 
 
-def test_penalty_halves_the_rate_once_per_window_and_recovers(settings):
+def test_penalty_cuts_the_rate_once_per_window_and_recovers(settings):
+    settings.WHATSAPP_THROUGHPUT_BACKOFF = 0.5
     settings.WHATSAPP_THROUGHPUT_PENALTY_HOLD_SECONDS = 1.0
     settings.WHATSAPP_THROUGHPUT_RECOVERY_SECONDS = 2.0
     assert throughput_state(PHONE)["last_130429"] is None
@@ -227,10 +228,15 @@ def test_penalty_halves_the_rate_once_per_window_and_recovers(settings):
     assert any(40 < rate < 80 for rate in seen)  # additive, not a jump
 
 
-def test_penalty_stops_at_the_floor(settings):
-    settings.WHATSAPP_THROUGHPUT_FLOOR = 50
+def test_penalty_keeps_seven_tenths_of_the_rate_by_default():
     throughput_penalize(PHONE, 130429)
-    assert throughput_state(PHONE)["effective_rate"] == 50
+    assert throughput_state(PHONE)["effective_rate"] == 56
+
+
+def test_penalty_stops_at_the_floor(settings):
+    settings.WHATSAPP_THROUGHPUT_FLOOR = 60  # above 0.7 x 80
+    throughput_penalize(PHONE, 130429)
+    assert throughput_state(PHONE)["effective_rate"] == 60
 
 
 def test_131056_penalizes_only_the_pair():
