@@ -115,6 +115,7 @@ class Product:
         self.peak_rss: dict[str, int] = {}
         self.lock = threading.Lock()  # one restart at a time
         self.unexpected_exits: list[dict] = []
+        self.entry_env: dict[str, dict[str, str]] = {}  # an entry's own variables
 
     def procfile(self) -> dict[str, str]:
         entries = {}
@@ -132,7 +133,7 @@ class Product:
                 self.procs[name] = subprocess.Popen(
                     ["bash", "-c", f"exec {command}"],
                     cwd=ROOT,
-                    env=self.env,
+                    env={**self.env, **self.entry_env.get(name, {})},
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,

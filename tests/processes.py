@@ -11,11 +11,15 @@ import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import redis
 
+from queues import records
+from queues.keys import state_key
 from queues.workers import worker_argv
 from tests.utils import wait_until
 
@@ -219,3 +223,68 @@ def sentinel_server(
         port=port,
     )
     return server.start().wait_ready()
+
+
+class SentinelGroup(NamedTuple):
+    """A primary, its replica and three sentinels watching them as ``master``."""
+
+    primary: RedisServer
+    replica: RedisServer
+    sentinels: list[SentinelServer]
+    master: str
+
+    def sentinels_setting(self) -> str:
+        """The REDIS_SENTINELS value that reaches this group."""
+        return ",".join(f"127.0.0.1:{sentinel.port}" for sentinel in self.sentinels)
+
+    def replica_promoted(self) -> bool:
+        address = self.sentinels[0].master_address(self.master)
+        return address == ("127.0.0.1", self.replica.port)
+
+    def stop(self) -> None:
+        for server in (*self.sentinels, self.replica, self.primary):
+            server.stop()
+
+
+def sentinel_group(
+    *, master: str, log_dir: Path, extra: list[str] | None = None
+) -> SentinelGroup:
+    """Primary and replica in sync, then three sentinels (quorum 2)."""
+    primary = redis_server(log_dir=log_dir, extra=extra)
+    servers: list[RedisServer] = [primary]
+    try:
+        replica = redis_server(
+            log_dir=log_dir,
+            extra=[*(extra or []), "--replicaof", "127.0.0.1", str(primary.port)],
+        )
+        servers.append(replica)
+        wait_until(
+            lambda: replica.client().info("replication")["master_link_status"] == "up",
+            timeout=20,
+            message="replica in sync",
+        )
+        sentinels = []
+        for _ in range(3):
+            sentinels.append(
+                sentinel_server(masters={master: primary.port}, log_dir=log_dir)
+            )
+            servers.append(sentinels[-1])
+    except BaseException:
+        for server in reversed(servers):
+            server.stop()
+        raise
+    return SentinelGroup(primary, replica, sentinels, master)
+
+
+def first_completion_after(
+    client: redis.Redis, since: float, queues: Iterable[str]
+) -> float | None:
+    """Epoch time of the first job of ``queues`` that completed after ``since``
+    (the job records on the broker's DB ``client`` reads)."""
+    times = []
+    for queue in queues:
+        first = client.zrangebyscore(
+            state_key(queue, records.COMPLETED), since, "+inf", 0, 1, True
+        )
+        times += [score for _, score in first]
+    return min(times) if times else None

@@ -26,7 +26,6 @@ from datetime import timedelta
 
 import httpx
 import pytest
-import redis
 from django.apps import apps
 from django.utils import timezone
 from django_celery_beat.models import IntervalSchedule, PeriodicTask, PeriodicTasks
@@ -35,17 +34,16 @@ from rest_framework_simplejwt.tokens import RefreshToken
 from bookings.models import Booking, BookingReminder
 from messaging.models import Message, WebhookEvent
 from notifications.models import EmailLog
-from queues import records
 from queues.definitions import EMAIL, REMINDER, WEBHOOK
-from queues.keys import state_key
 from tests.factories import TemplateFactory, UserFactory
 from tests.messaging.conftest import sign, text_body
 from tests.processes import (
     ManagedProcess,
     celery_beat_args,
     celery_worker_args,
+    first_completion_after,
     free_port,
-    sentinel_server,
+    sentinel_group,
 )
 from tests.utils import wait_until
 
@@ -58,6 +56,7 @@ LOAD_AFTER_KILL = 14.0
 WEBHOOK_EVERY = 0.1
 BOOKING_EVERY = 0.5
 REDRIVE_SECONDS = "3"
+QUEUES_WORKED = (WEBHOOK.name, REMINDER.name, EMAIL.name)
 
 
 @pytest.fixture
@@ -74,22 +73,11 @@ def processes():
 
 
 @pytest.fixture
-def replication_group(make_redis_server, tmp_path):
-    """Primary, replica and three sentinels; stopped by their fixtures."""
-    primary = make_redis_server()
-    replica = make_redis_server(extra=["--replicaof", "127.0.0.1", str(primary.port)])
-    wait_until(
-        lambda: replica.client().info("replication")["master_link_status"] == "up",
-        timeout=20,
-        message="replica in sync",
-    )
-    sentinels = [
-        sentinel_server(masters={MASTER: primary.port}, log_dir=tmp_path)
-        for _ in range(3)
-    ]
-    yield primary, replica, sentinels
-    for sentinel in sentinels:
-        sentinel.stop()
+def replication_group(tmp_path):
+    """Primary, replica and three sentinels, stopped at teardown."""
+    group = sentinel_group(master=MASTER, log_dir=tmp_path)
+    yield group
+    group.stop()
 
 
 #: The migrations that provision beat's every-minute tasks.
@@ -206,18 +194,6 @@ class Outstanding(dict):
         return all(value <= 0 for key, value in self.items() if key != "statuses")
 
 
-def first_completion_after(client: redis.Redis, since: float) -> float | None:
-    """Epoch time of the first job that completed after ``since`` (job records
-    on the broker's DB of the new primary)."""
-    times = []
-    for spec in (WEBHOOK, REMINDER, EMAIL):
-        first = client.zrangebyscore(
-            state_key(spec.name, records.COMPLETED), since, "+inf", 0, 1, True
-        )
-        times += [score for _, score in first]
-    return min(times) if times else None
-
-
 def salon_hits(http: httpx.Client) -> int:
     text = http.get("/metrics").text
     return sum(
@@ -231,7 +207,7 @@ def salon_hits(http: httpx.Client) -> int:
 def test_a_primary_killed_under_load_costs_seconds_and_nothing_else(
     salon, subprocess_env, replication_group, processes, smtp_server, tmp_path
 ):
-    primary, replica, sentinels = replication_group
+    primary, replica = replication_group.primary, replication_group.replica
     owner = UserFactory()
     salon.owner = owner
     salon.save()
@@ -240,7 +216,7 @@ def test_a_primary_killed_under_load_costs_seconds_and_nothing_else(
     cache_db, queue_db = int(os.environ["REDIS_DB"]), int(os.environ["REDIS_QUEUE_DB"])
     env = {
         **subprocess_env,
-        "REDIS_SENTINELS": ",".join(f"127.0.0.1:{s.port}" for s in sentinels),
+        "REDIS_SENTINELS": replication_group.sentinels_setting(),
         "REDIS_SENTINEL_MASTER": MASTER,
         # Nothing may reach the Redis the rest of the suite uses.
         "REDIS_HOST": "127.0.0.1",
@@ -340,18 +316,20 @@ def test_a_primary_killed_under_load_costs_seconds_and_nothing_else(
     killed_at = time.time()
     primary.kill(signal.SIGKILL)
     wait_until(
-        lambda: sentinels[0].master_address(MASTER) == ("127.0.0.1", replica.port),
+        replication_group.replica_promoted,
         timeout=60,
         message="Sentinel promoted the replica",
     )
     promoted_at = time.time()
     new_primary = replica.client(db=queue_db)
     wait_until(
-        lambda: first_completion_after(new_primary, killed_at) is not None,
+        lambda: (
+            first_completion_after(new_primary, killed_at, QUEUES_WORKED) is not None
+        ),
         timeout=120,
         message="a job completed on the new primary",
     )
-    first_job_at = first_completion_after(new_primary, killed_at)
+    first_job_at = first_completion_after(new_primary, killed_at, QUEUES_WORKED)
     time.sleep(max(0.0, LOAD_AFTER_KILL - (time.time() - killed_at)))
     load.stop.set()
     stopped_at = time.time()
