@@ -50,6 +50,14 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def port_open(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1):
@@ -129,6 +137,9 @@ class ScaleOutProduct(Product):
                 pass
             proc.wait()
             killed = time.monotonic()
+            # Its worker may hold the listening socket a moment longer.
+            while group_alive(proc.pid) and time.monotonic() - killed < 10:
+                time.sleep(0.05)
             self.start(only=name)
         while time.monotonic() - killed < timeout:
             if port_open(port):
