@@ -8,8 +8,9 @@ time (``WHATSAPP_SEND_LATENCY_SECONDS``): 80/s x 0.3 s = 24 (never fewer than
 only the HTTP call, so the CPU per send is the call's, and the rate is the
 governor's, not the worker's concurrency.
 
-A send without a token, or one Meta answers 130429/131056 (which penalizes the
-number or the pair), is *deferred*: it carries ``retry_after`` and no error,
+A send Meta answers 130429 asks for a token again at the reduced rate (see
+``_call``). A send without a token, or one Meta answers 131056 or 130429 again
+(which penalizes the pair or the number), is *deferred*: it carries ``retry_after`` and no error,
 and its caller sends it again later without counting an attempt.
 """
 
@@ -30,12 +31,13 @@ from messaging.throughput import (
     throughput_deferred,
     throughput_penalize,
 )
-from messaging.whatsapp import SendResult, WhatsAppError
+from messaging.whatsapp import SEND_CONNECTIONS, SendResult, WhatsAppError
 
 #: Fewest sends a batch keeps in flight, whatever the rate.
 MIN_IN_FLIGHT = 8
-#: Most threads one process sends on (a 1,000/s number at 0.3 s needs 300).
-MAX_IN_FLIGHT = 320
+#: Most threads one process sends on (a 1,000/s number at 0.3 s needs 300),
+#: each with its own kept-alive connection.
+MAX_IN_FLIGHT = SEND_CONNECTIONS
 #: A number's grants are spaced evenly, this many seconds' worth at once at
 #: most (messaging/throughput.py, spread_burst).
 SPREAD_BURST_SECONDS = 0.05
@@ -44,6 +46,11 @@ SPREAD_AHEAD_SECONDS = 0.5
 #: A sender thread waits for a token this long at most; then the send is
 #: deferred (its caller sends it again later, without spending an attempt).
 TOKEN_WAIT_SECONDS = 2.0
+#: Meta's "too fast" for the number (the pair's is 131056).
+TOO_FAST = 130429
+#: After a 130429 a send asks for a new token this many times in its thread
+#: before it is deferred to its caller.
+RESENDS_AFTER_TOO_FAST = 2
 
 
 def salon_rate(salon) -> int:
@@ -138,14 +145,24 @@ def _token(send: GovernedSend) -> float:
 
 def _call(send: GovernedSend) -> SendOutcome:
     """Token, then send, in the same thread: what Meta counts is when a send
-    arrives, so nothing may come between the grant and the request."""
-    wait = _token(send)
-    if wait:
-        return SendOutcome(send, retry_after=wait)
-    try:
-        return SendOutcome(send, result=send.call())
-    except WhatsAppError as exc:
-        if exc.code in PENALIZED_CODES:
+    arrives, so nothing may come between the grant and the request.
+
+    A 130429 cuts the number's rate (throughput_penalize) and the send asks
+    the governor again at once, up to RESENDS_AFTER_TOO_FAST times: its next
+    token is paced at the reduced rate, so the sends Meta refused together do
+    not all come back together one fixed second later (they did, and met the
+    same full window again: whole seconds without a send). A 131056 (the
+    pair's pace) or no token soon enough defers the send to its caller."""
+    outcome = None
+    for _ in range(1 + RESENDS_AFTER_TOO_FAST):
+        wait = _token(send)
+        if wait:
+            return SendOutcome(send, error=outcome and outcome.error, retry_after=wait)
+        try:
+            return SendOutcome(send, result=send.call())
+        except WhatsAppError as exc:
+            if exc.code not in PENALIZED_CODES:
+                return SendOutcome(send, error=exc)
             wait = throughput_penalize(
                 send.phone_number_id,
                 exc.code,
@@ -153,8 +170,10 @@ def _call(send: GovernedSend) -> SendOutcome:
                 rate=governed_rate(send.rate),
             )
             throughput_deferred(send.phone_number_id)
-            return SendOutcome(send, error=exc, retry_after=max(wait, 0.05))
-        return SendOutcome(send, error=exc)
+            outcome = SendOutcome(send, error=exc, retry_after=max(wait, 0.05))
+            if exc.code != TOO_FAST:
+                return outcome
+    return outcome
 
 
 def governed_sends(sends: Sequence[GovernedSend]) -> list[SendOutcome]:

@@ -52,6 +52,14 @@ class SendResult:
     response: dict[str, Any] = field(default_factory=dict)
 
 
+#: Connections one process keeps to the Graph API: one per send in flight
+#: (messaging/governed_sending.py sizes those from the number's rate x Meta's
+#: answer time, up to this many), all kept alive between rounds. A smaller pool
+#: queues sends behind each other and a round reopens what it closed: both
+#: make sends arrive late and bunched, and Meta counts arrivals (130429).
+SEND_CONNECTIONS = 320
+
+
 class WhatsAppError(Exception):
     """Meta refused or could not take the message."""
 
@@ -190,7 +198,10 @@ class CloudApiBackend:
             timeout = self._timeout or settings.WHATSAPP_HTTP_TIMEOUT_SECONDS
             self._http = httpx.Client(
                 timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
-                limits=httpx.Limits(max_connections=20, max_keepalive_connections=5),
+                limits=httpx.Limits(
+                    max_connections=SEND_CONNECTIONS,
+                    max_keepalive_connections=SEND_CONNECTIONS,
+                ),
             )
         return self._http
 
