@@ -29,12 +29,14 @@ processes (the load goes to them in turn), two supervised workers of each of
 the Procfile's worker entries and two beats. Its faults: SIGKILL of one worker
 of each entry (supervise.sh starts it again), of one web process (started
 again), and of the Redis primary (Sentinel promotes the replica; the old
-primary comes back later as a replica). A webhook answered 5xx or not at all
-is sent again until answered, as Meta does (every failed attempt is counted,
-and must fall in the failover window or, unanswered, at the web kill); REST
-requests are not retried, and may fail only in the failover window. Reported
-besides: kill to replica promoted, kill to the first job completed on the new
-primary, worker restarts, which beats led and each periodic task's sends.
+primary comes back later as a replica). A connection a dead web process
+refuses goes to the other one, as a balancer's does. A webhook answered 5xx
+or not at all is sent again until answered, as Meta does; REST requests are
+not retried (a POST is not idempotent). Every failed attempt is counted, and
+may only fall in the failover window (kill to the first job completed on the
+new primary, plus --broker-grace) or, unanswered, be in flight on the killed
+web process. Also reported: kill to replica promoted and to a job done on
+the new primary, worker restarts, the beats' leads and sends per period.
 
     .venv/bin/python bench/soak.py --scale-out [--duration 300]
 
