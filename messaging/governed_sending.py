@@ -10,8 +10,9 @@ governor's, not the worker's concurrency.
 
 A send Meta answers 130429 asks for a token again at the reduced rate (see
 ``_call``). A send without a token, or one Meta answers 131056 or 130429 again
-(which penalizes the pair or the number), is *deferred*: it carries ``retry_after`` and no error,
-and its caller sends it again later without counting an attempt.
+(which penalizes the pair or the number), is *deferred*: it carries
+``retry_after`` and no error, and its caller sends it again later without
+counting an attempt.
 """
 
 import math

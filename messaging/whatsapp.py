@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import logging
 import re
+import threading
 import uuid
 from dataclasses import dataclass, field
 from functools import cache
@@ -190,20 +191,29 @@ class CloudApiBackend:
         self._access_token = access_token
         self._timeout = timeout
         self._http: httpx.Client | None = None
+        self._http_lock = threading.Lock()
 
     @property
     def http(self) -> httpx.Client:
-        # Created on first use, so each prefork child gets its own pool.
+        # Created on first use, so each prefork child gets its own pool; once,
+        # under a lock: a round's sender threads all ask at the same moment,
+        # and each client made loads the CA bundle (tens of ms under the GIL,
+        # which made the first sends arrive late and bunched).
         if self._http is None:
-            timeout = self._timeout or settings.WHATSAPP_HTTP_TIMEOUT_SECONDS
-            self._http = httpx.Client(
-                timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
-                limits=httpx.Limits(
-                    max_connections=SEND_CONNECTIONS,
-                    max_keepalive_connections=SEND_CONNECTIONS,
-                ),
-            )
+            with self._http_lock:
+                if self._http is None:
+                    self._http = self._http_new()
         return self._http
+
+    def _http_new(self) -> httpx.Client:
+        timeout = self._timeout or settings.WHATSAPP_HTTP_TIMEOUT_SECONDS
+        return httpx.Client(
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
+            limits=httpx.Limits(
+                max_connections=SEND_CONNECTIONS,
+                max_keepalive_connections=SEND_CONNECTIONS,
+            ),
+        )
 
     def _post(self, phone_number_id: str, payload: dict[str, Any]) -> SendResult:
         base = (self._base_url or settings.WHATSAPP_API_BASE_URL).rstrip("/")
