@@ -39,6 +39,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.reminders_cloud import stop  # noqa: E402
+
 for name, value in {
     "DJANGO_SETTINGS_MODULE": "saas.settings",
     "DEBUG": "false",
@@ -370,12 +372,7 @@ def main() -> None:
             baseline = run_baseline(args.count, log_path)
             cpu_baseline = cpu_now(worker) - cpu_before
     finally:
-        worker.terminate()
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, 9)
-            worker.wait()
+        stop(worker)
 
     batch_seconds = [seconds for _, seconds in report.batches]
     print()
@@ -423,6 +420,18 @@ def main() -> None:
     sys.exit(0 if ok else 1)
 
 
+def _cloud_figures(*, wall, cpu, count, due_at, last_sent, load_before, sends, **rows):
+    """One cloud run's figures; ``rows``: sent, failed, messages, wamids."""
+    return {
+        "wall": wall,
+        "cpu_per_send": cpu / count,
+        "due_to_last": (last_sent - due_at).total_seconds() if last_sent else None,
+        **rows,
+        "load": (load_before, os.getloadavg()[0]),
+        **sends,
+    }
+
+
 def _cloud_run(args, *, count: int, base_url: str, log_path: Path, cwd: Path):
     """Bookings due at T0, a worker from ``cwd`` sending to the stand-in, the
     dispatcher at T0; returns the figures once every reminder is sent."""
@@ -467,24 +476,21 @@ def _cloud_run(args, *, count: int, base_url: str, log_path: Path, cwd: Path):
         wall = time.monotonic() - started
         cpu = cpu_now(worker) - cpu_before
         last_sent = rows.aggregate(last=Max("sent_at"))["last"]
-        return {
-            "wall": wall,
-            "cpu_per_send": cpu / count,
-            "due_to_last": (last_sent - due_at).total_seconds() if last_sent else None,
-            "sent": rows.filter(status="sent").count(),
-            "failed": rows.filter(status="failed").count(),
-            "messages": Message.objects.count(),
-            "wamids": Message.objects.values("wamid").distinct().count(),
-            "load": (load_before, os.getloadavg()[0]),
-            **sends_report(graph, salon.whatsapp_phone_number_id, count),
-        }
+        return _cloud_figures(
+            wall=wall,
+            cpu=cpu,
+            count=count,
+            due_at=due_at,
+            last_sent=last_sent,
+            load_before=load_before,
+            sends=sends_report(graph, salon.whatsapp_phone_number_id, count),
+            sent=rows.filter(status="sent").count(),
+            failed=rows.filter(status="failed").count(),
+            messages=Message.objects.count(),
+            wamids=Message.objects.values("wamid").distinct().count(),
+        )
     finally:
-        worker.terminate()
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, 9)
-            worker.wait()
+        stop(worker)
 
 
 def _baseline_cloud_run(args, *, count: int, base_url: str, log_path: Path, tree):
@@ -550,25 +556,21 @@ def _baseline_cloud_run(args, *, count: int, base_url: str, log_path: Path, tree
         wall = time.monotonic() - started
         cpu = cpu_now(worker, name) - cpu_before
         counts = baseline_counts(db_url)
-        last_sent = counts["last_sent"]
-        return {
-            "wall": wall,
-            "cpu_per_send": cpu / count,
-            "due_to_last": (last_sent - due_at).total_seconds() if last_sent else None,
-            "sent": counts["statuses"].get("sent", 0),
-            "failed": counts["statuses"].get("failed", 0),
-            "messages": counts["messages"],
-            "wamids": counts["wamids"],
-            "load": (load_before, os.getloadavg()[0]),
-            **sends_report(graph, "900000000000000", count),
-        }
+        return _cloud_figures(
+            wall=wall,
+            cpu=cpu,
+            count=count,
+            due_at=due_at,
+            last_sent=counts["last_sent"],
+            load_before=load_before,
+            sends=sends_report(graph, "900000000000000", count),
+            sent=counts["statuses"].get("sent", 0),
+            failed=counts["statuses"].get("failed", 0),
+            messages=counts["messages"],
+            wamids=counts["wamids"],
+        )
     finally:
-        worker.terminate()
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, 9)
-            worker.wait()
+        stop(worker)
         drop_database(f"{server}/postgres", name)
 
 
@@ -605,7 +607,7 @@ def main_cloud(args) -> None:
     from django.conf import settings
     from django.core.management import call_command
 
-    from bench.reminders_cloud import BASELINE_REF, baseline_tree, standin_start, stop
+    from bench.reminders_cloud import BASELINE_REF, baseline_tree, standin_start
 
     call_command("migrate", verbosity=0)
     (ROOT / "var").mkdir(exist_ok=True)

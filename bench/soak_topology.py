@@ -10,8 +10,9 @@ entries (their own command, under scripts/supervise.sh, named
 
 Faults: SIGKILL one worker of each entry (its supervise.sh starts it again),
 SIGKILL one web process (started again, as a supervisor would), SIGKILL the
-Redis primary (Sentinel promotes the replica), and later the old primary back
-as a replica of the new one.
+Redis primary (Sentinel promotes the replica), SIGKILL the beat holding the
+lease (started again after the lease expired: the standby must take over),
+and later the old primary back as a replica of the new one.
 """
 
 import os
@@ -23,7 +24,7 @@ import time
 from pathlib import Path
 
 from bench.harness import Product, free_port
-from bench.soak_beats import beat_report
+from bench.soak_beats import beat_report, beat_sends
 from queues.definitions import QUEUES
 from tests.processes import (
     SentinelGroup,
@@ -36,6 +37,9 @@ from tests.utils import wait_until
 MASTER = "soak"
 CACHE_DB, QUEUE_DB = 0, 1
 WEBS = BEATS = WORKERS_PER_ENTRY = 2
+LEASE_SECONDS = 3  # BEAT_LEASE_SECONDS here
+#: What a beat logs when it takes the lease (queues/beat_leader.py).
+LEASE_TAKEN = "holds the lease: sending"
 
 
 def descendants(pid: int) -> list[int]:
@@ -162,6 +166,8 @@ class ScaleOut:
         self.product: ScaleOutProduct | None = None
         self.killed_workers: list[str] = []
         self.failover: dict[str, float] = {}
+        #: The beat killed while it held the lease, and the other's lease count then.
+        self.beat_kill: dict[str, object] = {}
 
     def start_redis(self) -> dict[str, str]:
         self.group = sentinel_group(
@@ -177,7 +183,7 @@ class ScaleOut:
             "REDIS_QUEUE_HOST": "127.0.0.1",
             "REDIS_QUEUE_PORT": "1",
             "REDIS_QUEUE_DB": str(QUEUE_DB),
-            "BEAT_LEASE_SECONDS": "3",
+            "BEAT_LEASE_SECONDS": str(LEASE_SECONDS),
             "WHATSAPP_OUTBOUND_REDRIVE_AFTER_SECONDS": "15",
             "REMINDER_REQUEUE_AFTER_SECONDS": "15",
         }
@@ -202,7 +208,12 @@ class ScaleOut:
             (0.08 + 0.06 * i, "worker", f"{entry}-{i % WORKERS_PER_ENTRY}")
             for i, entry in enumerate(entries)
         ]
-        plan += [(0.42, "web", "web0"), (0.55, "primary", None), (0.8, "rejoin", None)]
+        plan += [
+            (0.42, "web", "web0"),
+            (0.55, "primary", None),
+            (0.68, "beat", None),
+            (0.8, "rejoin", None),
+        ]
         for fraction, kind, name in plan:
             at = timeline.start + fraction * d
             while time.monotonic() < at:
@@ -225,6 +236,8 @@ class ScaleOut:
                 timeline.note(f"{name} restarted, accepting after {took:.1f}s")
             elif kind == "primary":
                 self.kill_primary(timeline)
+            elif kind == "beat":
+                self.kill_leading_beat(timeline)
             elif kind == "rejoin":
                 self.rejoin(timeline)
 
@@ -255,6 +268,40 @@ class ScaleOut:
             "kill_to_first_job_on_new_primary_s": round(first_job_at - killed_at, 1),
             "window_s": round(end - begin, 1),
         }
+
+    def kill_leading_beat(self, timeline) -> None:
+        """SIGKILL the beat that sent last (the lease holder); start it again
+        only once its lease has expired, so the standby has to take over."""
+        product = self.product
+
+        def last_send(name: str) -> float:
+            sends, _ = beat_sends(product.log(name))
+            return max((at for at, _ in sends), default=0.0)
+
+        leader = max(product.beats(), key=last_send)
+        standby = next(n for n in product.beats() if n != leader)
+        leases = product.log(standby).count(LEASE_TAKEN)
+        timeline.note(f"SIGKILL {leader} (the beat holding the lease)")
+        # Under the product's lock throughout, so its supervisor does not
+        # count this exit as unexpected nor start the beat again early.
+        with product.lock:
+            proc = product.procs[leader]
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+            time.sleep(2 * LEASE_SECONDS)  # a restart delay past the lease
+            product.start(only=leader)
+        timeline.note(f"{leader} started again, {2 * LEASE_SECONDS}s after the kill")
+        self.beat_kill = {"killed": leader, "standby": standby, "leases": leases}
+
+    def standby_took_over(self) -> bool:
+        """The standby took the lease after the leader was killed."""
+        if not self.beat_kill:
+            return False
+        log = self.product.log(self.beat_kill["standby"])
+        return log.count(LEASE_TAKEN) > self.beat_kill["leases"]
 
     def rejoin(self, timeline) -> None:
         """The old primary back, as a replica of the new one."""
@@ -289,6 +336,9 @@ class ScaleOut:
                 restarts[n] >= 1 for n in self.killed_workers
             )
             and len(self.killed_workers) == len(restarts) // WORKERS_PER_ENTRY,
+            "beats: the standby took the lease when the leader was killed": (
+                self.standby_took_over()
+            ),
             **beat_invariants,
         }
         summary["scale_out"] = {
@@ -298,6 +348,7 @@ class ScaleOut:
             "worker_restarts": restarts,
             "worker_restarts_unexpected": unexpected,
             "beats": beats,
+            "beat_killed": self.beat_kill,
         }
         summary["invariants"].update(invariants)
         summary["ok"] = all(summary["invariants"].values())
