@@ -374,7 +374,7 @@ def test_a_job_over_its_time_budget_hands_the_rest_on(salon, clock, monkeypatch)
     queue_redis().flushdb()
     monkeypatch.setattr(reminder_sending, "REMINDER_JOB_BUDGET_SECONDS", -1)
     # Issue 15: a job sends in rounds; one reminder per round here.
-    monkeypatch.setattr(reminder_sending, "sends_in_flight", lambda rate: 1)
+    monkeypatch.setattr(reminder_sending, "reminder_job_size", lambda rate: 1)
 
     outcome = reminder_sending.reminders_deliver(reminder_ids=ids)
 
