@@ -175,17 +175,23 @@ class Product:
             time.sleep(0.2)
         raise RuntimeError("the product did not start in time")
 
+    def kill_group(self, name: str) -> subprocess.Popen:
+        """SIGKILL an entry's whole process group and reap its leader; the
+        caller holds ``self.lock`` (so ``supervise`` does not restart it)."""
+        proc = self.procs[name]
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+        return proc
+
     def kill_and_restart(self, name: str, timeout: float = 90) -> float:
         """SIGKILL an entry's whole process group, then start it again as a
         supervisor would; returns seconds until the worker logged ready."""
         with self.lock:
-            proc = self.procs[name]
             readies = self.log(name).count(" ready.")
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait()
+            self.kill_group(name)
             started = time.monotonic()
             self.start(only=name)
         while time.monotonic() - started < timeout:

@@ -134,12 +134,7 @@ class ScaleOutProduct(Product):
         would; returns seconds until it accepts connections."""
         port = int(self.entry_env[name]["WEB_PORT"])
         with self.lock:
-            proc = self.procs[name]
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait()
+            proc = self.kill_group(name)
             killed = time.monotonic()
             # Its worker may hold the listening socket a moment longer.
             while group_alive(proc.pid) and time.monotonic() - killed < 10:
@@ -285,12 +280,7 @@ class ScaleOut:
         # Under the product's lock throughout, so its supervisor does not
         # count this exit as unexpected nor start the beat again early.
         with product.lock:
-            proc = product.procs[leader]
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait()
+            product.kill_group(leader)
             time.sleep(2 * LEASE_SECONDS)  # a restart delay past the lease
             product.start(only=leader)
         timeline.note(f"{leader} started again, {2 * LEASE_SECONDS}s after the kill")

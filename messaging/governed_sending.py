@@ -154,11 +154,12 @@ def _call(send: GovernedSend) -> SendOutcome:
     not all come back together one fixed second later (they did, and met the
     same full window again: whole seconds without a send). A 131056 (the
     pair's pace) or no token soon enough defers the send to its caller."""
-    outcome = None
+    refused: SendOutcome | None = None  # the last 130429, while resending
     for _ in range(1 + RESENDS_AFTER_TOO_FAST):
         wait = _token(send)
         if wait:
-            return SendOutcome(send, error=outcome and outcome.error, retry_after=wait)
+            error = refused.error if refused else None
+            return SendOutcome(send, error=error, retry_after=wait)
         try:
             return SendOutcome(send, result=send.call())
         except WhatsAppError as exc:
@@ -171,10 +172,10 @@ def _call(send: GovernedSend) -> SendOutcome:
                 rate=governed_rate(send.rate),
             )
             throughput_deferred(send.phone_number_id)
-            outcome = SendOutcome(send, error=exc, retry_after=max(wait, 0.05))
+            refused = SendOutcome(send, error=exc, retry_after=max(wait, 0.05))
             if exc.code != TOO_FAST:
-                return outcome
-    return outcome
+                return refused
+    return refused
 
 
 def governed_sends(sends: Sequence[GovernedSend]) -> list[SendOutcome]:
