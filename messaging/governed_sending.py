@@ -2,6 +2,12 @@
 governor (messaging/throughput.py) first, then the send; sends of one batch go
 out at the same time, so a number's rate is reached at Meta's answer time.
 
+A batch reserves its slots in one round trip (up to SPREAD_AHEAD_SECONDS
+ahead), so the batches of several processes follow each other instead of
+interleaving: a process whose batch is answered records it and reserves its
+next while the others' reserved slots are still being sent, and the number's
+slots never wait for a sender.
+
 How many sends are in flight is sized from the number's rate and Meta's answer
 time (``WHATSAPP_SEND_LATENCY_SECONDS``): 80/s x 0.3 s = 24 (never fewer than
 ``MIN_IN_FLIGHT``). A batch waits on one thread per send; each thread does
@@ -28,7 +34,8 @@ from django.conf import settings
 
 from messaging.throughput import (
     PENALIZED_CODES,
-    throughput_acquire,
+    Acquisition,
+    throughput_acquire_many,
     throughput_deferred,
     throughput_penalize,
 )
@@ -42,8 +49,9 @@ MAX_IN_FLIGHT = SEND_CONNECTIONS
 #: A number's grants are spaced evenly, this many seconds' worth at once at
 #: most (messaging/throughput.py, spread_burst).
 SPREAD_BURST_SECONDS = 0.05
-#: A send may reserve a slot this far ahead and sleep until it (no polling).
-SPREAD_AHEAD_SECONDS = 0.5
+#: A send may reserve a slot this far ahead and sleep until it (no polling):
+#: room for the batches of three processes queued behind each other.
+SPREAD_AHEAD_SECONDS = 1.5
 #: A sender thread waits for a token this long at most; then the send is
 #: deferred (its caller sends it again later, without spending an attempt).
 TOKEN_WAIT_SECONDS = 2.0
@@ -120,20 +128,32 @@ def _executor() -> ThreadPoolExecutor:
         return _pool[1]
 
 
-def _token(send: GovernedSend) -> float:
-    """Wait in this thread for the send's token while it is near; 0 when
-    granted, else the seconds still to wait (the caller defers the send)."""
-    rate = governed_rate(send.rate)
-    burst = max(1, math.ceil(rate * SPREAD_BURST_SECONDS))
-    waited = 0.0
-    while True:
-        grant = throughput_acquire(
-            send.phone_number_id,
-            send.recipient,
+def _acquire(sends: Sequence[GovernedSend]) -> list[Acquisition]:
+    """A slot for each send, reserved in one round trip per rate."""
+    grants: list[Acquisition | None] = [None] * len(sends)
+    by_rate: dict[float, list[int]] = {}
+    for index, send in enumerate(sends):
+        by_rate.setdefault(governed_rate(send.rate), []).append(index)
+    for rate, indexes in by_rate.items():
+        taken = throughput_acquire_many(
+            [(sends[i].phone_number_id, sends[i].recipient) for i in indexes],
             rate=rate,
-            spread_burst=burst,
+            spread_burst=max(1, math.ceil(rate * SPREAD_BURST_SECONDS)),
             spread_ahead=SPREAD_AHEAD_SECONDS,
         )
+        for index, grant in zip(indexes, taken, strict=True):
+            grants[index] = grant
+    return grants
+
+
+def _token(send: GovernedSend, grant: Acquisition | None = None) -> float:
+    """Wait in this thread for the send's token while it is near; 0 when
+    granted, else the seconds still to wait (the caller defers the send).
+    ``grant`` is the decision already taken for it with its batch."""
+    waited = 0.0
+    while True:
+        if grant is None:
+            grant = _acquire([send])[0]
         if grant:
             time.sleep(grant.retry_after)  # until the slot reserved for it
             return 0.0
@@ -142,9 +162,10 @@ def _token(send: GovernedSend) -> float:
             return max(grant.retry_after, 0.001)
         time.sleep(grant.retry_after)
         waited += grant.retry_after
+        grant = None
 
 
-def _call(send: GovernedSend) -> SendOutcome:
+def _call(send: GovernedSend, grant: Acquisition | None = None) -> SendOutcome:
     """Token, then send, in the same thread: what Meta counts is when a send
     arrives, so nothing may come between the grant and the request.
 
@@ -156,7 +177,8 @@ def _call(send: GovernedSend) -> SendOutcome:
     pair's pace) or no token soon enough defers the send to its caller."""
     refused: SendOutcome | None = None  # the last 130429, while resending
     for _ in range(1 + RESENDS_AFTER_TOO_FAST):
-        wait = _token(send)
+        wait = _token(send, grant)
+        grant = None
         if wait:
             error = refused.error if refused else None
             return SendOutcome(send, error=error, retry_after=wait)
@@ -179,12 +201,19 @@ def _call(send: GovernedSend) -> SendOutcome:
 
 
 def governed_sends(sends: Sequence[GovernedSend]) -> list[SendOutcome]:
-    """Every send through the governor, all at the same time (one thread per
-    send, each asking for its token just before its request); outcomes in the
-    order given. Denied sends are not sent and come back deferred."""
+    """Every send through the governor, all at the same time: their slots
+    reserved in one round trip, then one thread per send sleeping until its
+    slot; outcomes in the order given. Denied sends are not sent and come
+    back deferred."""
+    if not sends:
+        return []
+    grants = _acquire(sends)
     if len(sends) == 1:
-        return [_call(sends[0])]
-    futures = [_executor().submit(_call, send) for send in sends]
+        return [_call(sends[0], grants[0])]
+    futures = [
+        _executor().submit(_call, send, grant)
+        for send, grant in zip(sends, grants, strict=True)
+    ]
     return [future.result() for future in futures]
 
 

@@ -15,19 +15,21 @@ share one bucket:
 
 A send gets a token from both or from neither. When Meta still answers 130429,
 ``throughput_penalize`` cuts the number's effective rate by
-``WHATSAPP_THROUGHPUT_BACKOFF`` (0.7 of it is kept, CUBIC's multiplicative
-decrease: milder than halving, since the governor already paces under the
-limit and a 130429 means arrival jitter, not a rate far too high), not below
-``WHATSAPP_THROUGHPUT_FLOOR``, holds it, then adds it back linearly; 131056
-pushes only the pair's next allowed time out.
+``WHATSAPP_THROUGHPUT_BACKOFF`` (0.85 of it is kept: the governor already
+paces under the limit, so a 130429 means arrival jitter, not a rate far too
+high), not below ``WHATSAPP_THROUGHPUT_FLOOR``, holds it, then adds it back
+linearly; 131056 pushes only the pair's next allowed time out. A number idle
+for a window starts slow (``WHATSAPP_THROUGHPUT_SLOW_START`` of its rate,
+the full rate after ``_SLOW_START_SECONDS``): its first sends open new
+connections and arrive late, bunched with the ones after them.
 
 Callers go through messaging/governed_sending.py (a sender thread sleeps
 ``retry_after`` and asks again, or defers the send); a Celery task defers
 without spending an attempt with queues.publish.job_defer.
 
 Settings: WHATSAPP_THROUGHPUT_PER_SECOND (80), _WINDOW_SECONDS (1), _FLOOR (1/s),
-_BACKOFF (0.7), _PENALTY_HOLD_SECONDS, _RECOVERY_SECONDS (to add back the
-full rate),
+_BACKOFF (0.85), _PENALTY_HOLD_SECONDS (1), _RECOVERY_SECONDS (to add back the
+full rate: 5), _SLOW_START (0.5), _SLOW_START_SECONDS (1.5),
 _PAIR_INTERVAL_SECONDS (6), _PAIR_BURST (2).
 """
 
@@ -96,9 +98,14 @@ class _Config:
     pair_interval: int
     pair_burst: int
     backoff: float  # the fraction of the rate kept after a 130429
+    slow_start: float  # the fraction of the rate an idle number starts at
+    slow_start_ramp: int  # ... and how long it takes to reach the full rate
 
     def args(self) -> list:
         return [self.rate, self.window, self.floor, self.hold, self.recovery]
+
+    def slow_start_args(self) -> list:
+        return [self.slow_start, self.slow_start_ramp]
 
 
 def _config(
@@ -119,11 +126,13 @@ def _config(
         rate=rate,
         window=micros(setting("WINDOW_SECONDS", 1.0)),
         floor=min(rate, float(setting("FLOOR", 1.0))),
-        hold=micros(setting("PENALTY_HOLD_SECONDS", 5.0)),
-        recovery=micros(setting("RECOVERY_SECONDS", 20.0)),
+        hold=micros(setting("PENALTY_HOLD_SECONDS", 1.0)),
+        recovery=micros(setting("RECOVERY_SECONDS", 5.0)),
         pair_interval=micros(pair_interval or setting("PAIR_INTERVAL_SECONDS", 6.0)),
         pair_burst=int(pair_burst or setting("PAIR_BURST", 2)),
-        backoff=min(1.0, max(0.05, float(setting("BACKOFF", 0.7)))),
+        backoff=min(1.0, max(0.05, float(setting("BACKOFF", 0.85)))),
+        slow_start=min(1.0, max(0.05, float(setting("SLOW_START", 0.5)))),
+        slow_start_ramp=micros(setting("SLOW_START_SECONDS", 1.5)),
     )
 
 
@@ -164,6 +173,7 @@ def throughput_acquire_many(
         SEEN_TTL,
         max(0, int(spread_burst)),
         max(0, round(spread_ahead * 1e6)),
+        *config.slow_start_args(),
         *(phone for phone, _ in sends),
     ]
     reply = _run(ACQUIRE, keys, args)
@@ -227,6 +237,7 @@ def throughput_penalize(
         config.pair_burst,
         SEEN_TTL,
         config.backoff,
+        *config.slow_start_args(),
     ]
     return _run(PENALIZE, [ctl, pair], args) / 1e6
 
@@ -246,7 +257,7 @@ def throughput_state(phone_number_id: str, *, rate: float | None = None) -> dict
     now, effective, used, deferred, last = _run(
         STATE,
         [window_key(phone_number_id), control_key(phone_number_id)],
-        config.args(),
+        config.args() + config.slow_start_args(),
     )
     effective = float(effective)
     limit = max(1, math.floor(effective * config.window / 1e6 + 1e-9))

@@ -326,12 +326,20 @@ WHATSAPP_SEND_LATENCY_SECONDS = env.float("WHATSAPP_SEND_LATENCY_SECONDS", defau
 # The governor paces at the rate less this fraction: Meta counts sends on
 # arrival, and the margin absorbs the jitter between a grant and its arrival.
 WHATSAPP_THROUGHPUT_HEADROOM = env.float("WHATSAPP_THROUGHPUT_HEADROOM", default=0.05)
-WHATSAPP_THROUGHPUT_BACKOFF = env.float("WHATSAPP_THROUGHPUT_BACKOFF", default=0.7)
+# A 130429 under pacing means arrival jitter, not a rate far too high: keep
+# 0.85 of the rate, hold it 1 s, add the rest back over the next 5 s x 0.15.
+WHATSAPP_THROUGHPUT_BACKOFF = env.float("WHATSAPP_THROUGHPUT_BACKOFF", default=0.85)
 WHATSAPP_THROUGHPUT_PENALTY_HOLD_SECONDS = env.float(
-    "WHATSAPP_THROUGHPUT_PENALTY_HOLD_SECONDS", default=2.0
+    "WHATSAPP_THROUGHPUT_PENALTY_HOLD_SECONDS", default=1.0
 )
 WHATSAPP_THROUGHPUT_RECOVERY_SECONDS = env.float(
-    "WHATSAPP_THROUGHPUT_RECOVERY_SECONDS", default=10.0
+    "WHATSAPP_THROUGHPUT_RECOVERY_SECONDS", default=5.0
+)
+# A number idle for a second starts at half its rate and reaches it in 1.5 s:
+# its first sends open connections and arrive late, bunched with later ones.
+WHATSAPP_THROUGHPUT_SLOW_START = env.float("WHATSAPP_THROUGHPUT_SLOW_START", default=0.5)
+WHATSAPP_THROUGHPUT_SLOW_START_SECONDS = env.float(
+    "WHATSAPP_THROUGHPUT_SLOW_START_SECONDS", default=1.5
 )
 
 # --- E-mail -----------------------------------------------------------------

@@ -228,15 +228,15 @@ def test_penalty_cuts_the_rate_once_per_window_and_recovers(settings):
     assert any(40 < rate < 80 for rate in seen)  # additive, not a jump
 
 
-def test_penalty_keeps_seven_tenths_of_the_rate_by_default():
+def test_penalty_keeps_most_of_the_rate_by_default():
     throughput_penalize(PHONE, 130429)
-    assert throughput_state(PHONE)["effective_rate"] == 56
+    assert throughput_state(PHONE)["effective_rate"] == 68  # 0.85 x 80
 
 
 def test_penalty_stops_at_the_floor(settings):
-    settings.WHATSAPP_THROUGHPUT_FLOOR = 60  # above 0.7 x 80
+    settings.WHATSAPP_THROUGHPUT_FLOOR = 72  # above 0.85 x 80
     throughput_penalize(PHONE, 130429)
-    assert throughput_state(PHONE)["effective_rate"] == 60
+    assert throughput_state(PHONE)["effective_rate"] == 72
 
 
 def test_131056_penalizes_only_the_pair():
