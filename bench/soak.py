@@ -292,6 +292,9 @@ def main(argv: list[str] | None = None) -> int:
             CELERY_TASK_TIME_LIMIT="25",
             WHATSAPP_WEBHOOK_REDRIVE_AFTER_SECONDS="15",
             EMAIL_REDRIVE_AFTER_SECONDS="15",
+            # A job lost by a worker killed as it took it is published again.
+            QUEUE_LOST_JOB_AFTER_SECONDS="15",
+            QUEUE_LOST_JOB_CONFIRM_SECONDS="10",
             AUTH_THROTTLE_RATE="1000/min",
         )
         recreate_database(f"{args.pg}/postgres", args.db)

@@ -20,6 +20,9 @@ The broker's own lists are kombu's; the rest are ours. Named here once, so
   and did not finish (poison-body quarantine, messaging/inbox_claims.py)
 - ``queues:beat:leader``     the beat that holds the lease (the others stand by)
 - ``queues:beat:sent:{name}`` set when a periodic task was sent, for most of its period
+- ``queues:lost:suspects``   hash: job id -> when a sweep first found it in no
+  list and not unacked (queues/lost_jobs.py)
+- ``unacked``                kombu's hash of the messages workers hold (read only)
 """
 
 #: kombu's Redis transport keeps priority level n of queue q in "q\x06\x16n".
@@ -33,6 +36,10 @@ TEST_JOB_LOG_KEY = "queues:test-jobs"
 DRAIN_FLAG_KEY = "whatsapp:webhook:drain"
 WEBHOOK_CLAIMS_KEY = "whatsapp:webhook:claims"
 BEAT_LEADER_KEY = "queues:beat:leader"
+LOST_SUSPECTS_KEY = "queues:lost:suspects"
+#: kombu's Redis transport: delivered, unacknowledged messages (its default
+#: ``unacked_key``; celeryconfig does not change it).
+UNACKED_KEY = "unacked"
 
 
 def beat_sent_key(entry_name: str) -> str:

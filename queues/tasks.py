@@ -3,7 +3,7 @@ import logging
 
 from celery import shared_task
 
-from queues import redrive
+from queues import lost_jobs, redrive
 from queues.definitions import (
     WEBHOOK,
     PermanentJobError,
@@ -48,3 +48,14 @@ def queue_noop_job() -> None:
 def jobs_redrive_task(job_ids: list[str], rate: float, action_id: int) -> int:
     """A re-drive from the page or the API (its action is ``action_id``)."""
     return redrive.jobs_redrive(job_ids=job_ids, rate=rate)
+
+
+@shared_task(name=lost_jobs.LOST_JOBS_TASK, **queue_task_options(WEBHOOK))
+def lost_jobs_recover_task() -> dict:
+    """Beat, every minute: publish again the jobs the broker lost."""
+    report = lost_jobs.lost_jobs_recover()
+    return {
+        "suspects": report.suspects,
+        "recovered": len(report.recovered),
+        "unrecoverable": len(report.unrecoverable),
+    }

@@ -268,6 +268,13 @@ MEDIA_QUEUE_CONCURRENCY = env.int("MEDIA_QUEUE_CONCURRENCY", default=5)
 # Longer than any retry delay or task time limit: an unacknowledged message is
 # redelivered only when its worker is really gone.
 CELERY_VISIBILITY_TIMEOUT = env.int("CELERY_VISIBILITY_TIMEOUT", default=900)
+# A job whose record waits this long while no list holds its message and no
+# worker holds it unacked is lost (queues/lost_jobs.py): published again when
+# a later sweep, this much later, finds it still missing.
+QUEUE_LOST_JOB_AFTER_SECONDS = env.float("QUEUE_LOST_JOB_AFTER_SECONDS", default=60.0)
+QUEUE_LOST_JOB_CONFIRM_SECONDS = env.float(
+    "QUEUE_LOST_JOB_CONFIRM_SECONDS", default=30.0
+)
 CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=60)
 CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=90)
 
