@@ -112,6 +112,19 @@ for _, t in ipairs(batch) do
   local lk = prefix .. ':log:' .. id
   local qk = prefix .. ':q:' .. t.q .. ':'
   local now = tonumber(t.now)
+  if t.s == 1 or t.s == 2 then
+    -- A publish (waiting, delayed) written after the job had already started
+    -- or ended elsewhere (the publisher's writer is batched, a worker may be
+    -- quicker): the record keeps the later state, and takes the fields.
+    local current = redis.call('HGET', jk, 'state')
+    if current == 'active' or current == 'completed' or current == 'failed' then
+      local since = tonumber(redis.call('ZSCORE', qk .. current, id) or 0)
+      if since >= now then
+        t.s = 0
+        t.f.state = nil
+      end
+    end
+  end
   local flat = {}
   for k, v in pairs(t.f) do
     flat[#flat + 1] = k

@@ -115,3 +115,25 @@ def test_batching_writer_writes_what_it_was_handed():
     job = job_detail("x")
     assert (job["state"], job["attempts"]) == ("completed", "1")
     assert queue_stats(WEBHOOK)["completed"] == 1
+
+
+def test_a_publish_written_after_the_job_ran_does_not_move_it_back():
+    # The publisher's writer is batched; a worker on another process took the
+    # job, ran it and wrote its end first (the soak saw it: a status job
+    # completed, its record left "waiting").
+    def write(state, now, **fields):
+        records.record_transition(
+            job_id="late", queue=WEBHOOK.name, state=state, fields=fields, now=now
+        )
+
+    write(records.ACTIVE, 100.0)
+    write(records.COMPLETED, 100.2, finished_at="t")
+    write(records.WAITING, 99.9, enqueued_at="e", kwargs='{"n": 1}')
+    job = job_detail("late")
+    assert job["state"] == records.COMPLETED
+    assert (job["enqueued_at"], job["kwargs"]) == ("e", '{"n": 1}')
+    assert queue_stats(WEBHOOK)["waiting"] == 0
+    # Published again afterwards (a retry, a re-drive): it waits again.
+    write(records.WAITING, 100.5)
+    assert job_detail("late")["state"] == records.WAITING
+    assert queue_stats(WEBHOOK)["completed"] == 0
