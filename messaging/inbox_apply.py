@@ -75,7 +75,7 @@ def webhook_events_apply(
     # would lose them, while publishing twice (this batch rolled back and ran
     # again) is harmless, as statuses apply idempotently.
     for salon_id, salon_statuses in statuses.items():
-        _message_statuses_enqueue(salon_id, salon_statuses)
+        message_statuses_enqueue(salon_id, salon_statuses)
 
 
 def _events_mark(events: list[WebhookEvent]) -> None:
@@ -96,7 +96,8 @@ def _events_mark(events: list[WebhookEvent]) -> None:
         )
 
 
-def _message_statuses_enqueue(salon_id: str, statuses: list[dict]) -> None:
+def message_statuses_enqueue(salon_id: str, statuses: list[dict]) -> None:
+    """A salon's statuses on ``whatsapp:message-status``, STATUS_BATCH_SIZE a job."""
     for start in range(0, len(statuses), STATUS_BATCH_SIZE):
         job_publish(
             MESSAGE_STATUSES_APPLY_TASK,

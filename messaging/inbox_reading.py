@@ -99,16 +99,34 @@ def payload_walk(payload: Any, salons: dict[str, Salon], outcome: Outcome):
                 as_dict(error.get("error_data")).get("details", ""),
             )
         inbound.add_value(salon, value, outcome.notes)
-        statuses = [
-            status
-            for status in as_list(value.get("statuses"))
-            if _status_is_readable(status, outcome)
-        ]
-        if statuses:
-            outcome.statuses.setdefault(str(salon.pk), []).extend(statuses)
+        _value_statuses(salon, value, outcome)
     if outcome.values == 0:
         outcome.notes.append("no entry[].changes[] in the body")
     return inbound
+
+
+def payload_statuses(payload: Any, salons: dict[str, Salon]) -> dict[str, list[dict]]:
+    """Only the delivery statuses of a stored body, by salon id, touching
+    nothing (for a re-drive of statuses: messaging/status_redrive.py)."""
+    outcome = Outcome()
+    for change in _changes(payload):
+        if change.get("field", "messages") != "messages":
+            continue
+        value = as_dict(change.get("value"))
+        salon = salons.get(_phone_number_id(value))
+        if salon is not None:
+            _value_statuses(salon, value, outcome)
+    return outcome.statuses
+
+
+def _value_statuses(salon: Salon, value: dict, outcome: Outcome) -> None:
+    statuses = [
+        status
+        for status in as_list(value.get("statuses"))
+        if _status_is_readable(status, outcome)
+    ]
+    if statuses:
+        outcome.statuses.setdefault(str(salon.pk), []).extend(statuses)
 
 
 def _status_is_readable(status: Any, outcome: Outcome) -> bool:

@@ -5,7 +5,7 @@ from datetime import timedelta
 from celery import shared_task
 from django.conf import settings
 
-from messaging import inbox, media, outbound, services
+from messaging import inbox, media, outbound, services, status_redrive
 from messaging.governed_sending import SendDeferred
 from queues.definitions import (
     MEDIA,
@@ -49,6 +49,15 @@ def webhook_events_redrive_task() -> int:
             limit=settings.WHATSAPP_WEBHOOK_REDRIVE_BATCH,
         )
     )
+
+
+@shared_task(
+    name=status_redrive.STATUSES_REDRIVE_TASK, **queue_task_options(MESSAGE_STATUS)
+)
+def statuses_redrive_after_broker_switch_task() -> int:
+    """Beat, every minute: after a broker failover or restart, the statuses of
+    the events processed just before it are published again."""
+    return status_redrive.statuses_redrive_after_broker_switch()
 
 
 @shared_task(

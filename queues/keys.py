@@ -23,6 +23,8 @@ The broker's own lists are kombu's; the rest are ours. Named here once, so
 - ``queues:lost:suspects``   hash: job id -> when a sweep first found it in no
   list and not unacked (queues/lost_jobs.py)
 - ``unacked``                kombu's hash of the messages workers hold (read only)
+- ``queues:broker:seen:{watcher}`` hash: the broker's Redis run_id a watcher
+  last saw, and when (queues/broker_identity.py)
 """
 
 #: kombu's Redis transport keeps priority level n of queue q in "q\x06\x16n".
@@ -49,6 +51,10 @@ def beat_sent_key(entry_name: str) -> str:
 def broker_lists(queue: str) -> list[str]:
     """The broker's lists holding a queue's waiting messages, level 0 first."""
     return [queue] + [f"{queue}{PRIORITY_SEP}{level}" for level in range(1, 10)]
+
+
+def broker_seen_key(watcher: str) -> str:
+    return f"queues:broker:seen:{watcher}"
 
 
 def job_key(job_id: str) -> str:
