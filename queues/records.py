@@ -16,14 +16,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import threading
 import time
 from collections.abc import Iterable
 from functools import cache
-from typing import Any
+from typing import Any, Protocol
 
-import redis
 from django.conf import settings
 
 from queues.keys import (
@@ -102,7 +99,7 @@ def duration_bucket(seconds: float) -> str:
 #  d (duration), logs [lines], f {field: value}}; ARGV[2] is the key prefix.
 # Keys are built here from the prefix (the queue DB is one Redis, never a
 # cluster), so a batch costs one round trip and one command.
-_TRANSITIONS = """
+TRANSITIONS_LUA = """
 local batch = cjson.decode(ARGV[1])
 local prefix = ARGV[2]
 local states = {'waiting', 'delayed', 'active', 'completed', 'failed'}
@@ -183,7 +180,7 @@ return #batch
 
 @cache
 def _script():
-    return queue_redis().register_script(_TRANSITIONS)
+    return queue_redis().register_script(TRANSITIONS_LUA)
 
 
 def _payload(
@@ -216,6 +213,12 @@ def _payload(
     }
 
 
+class TransitionSink(Protocol):
+    """Takes record_transition's transitions to write later (a batching writer)."""
+
+    def send(self, transition: dict[str, Any]) -> None: ...
+
+
 def write_transitions(transitions: list[dict[str, Any]], *, sha: str | None = None):
     """Write transitions (record_transition's keyword arguments) in one call."""
     body = json.dumps([_payload(**t) for t in transitions], default=str)
@@ -235,13 +238,13 @@ def record_transition(
     duration: float | None = None,
     log_lines: Iterable[str] = (),
     now: float | None = None,
-    writer: BatchingWriter | None = None,
+    writer: TransitionSink | None = None,
 ) -> None:
     """Move a job's record into ``state`` (creating it if new), in one round trip.
 
     With ``state=None`` the record keeps its state and only gains fields, log
     lines and a duration sample. With a ``writer`` the write happens in the
-    background, batched with others (see BatchingWriter).
+    background, batched with others (queues/record_writer.py).
     """
     transition = {
         "job_id": job_id,
@@ -257,121 +260,6 @@ def record_transition(
         writer.send(transition)
     else:
         write_transitions([transition])
-
-
-class BatchingWriter:
-    """Worker side: a job hands its transitions to a background thread, which
-    writes them in pipelines BATCH_DELAY later.
-
-    The job never waits for Redis, and one round trip carries the transitions
-    of many jobs. A job that starts and ends within one batch is written once
-    (its start folded into its end), so under load a record costs one script
-    call; a job that runs longer shows as active in the meantime. One thread
-    per process keeps a job's transitions in order. flush() waits for what
-    was handed over (worker shutdown). Errors are logged and dropped: a record
-    is never worth failing a job.
-    """
-
-    BATCH_DELAY = 0.05
-    BATCH_MAX = 1000
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._pending: list[dict[str, Any]] = []
-        self._in_flight = 0
-        self._idle = False
-        self._thread: threading.Thread | None = None
-        self._pid = os.getpid()
-        self._sha: str | None = None
-
-    def send(self, transition: dict[str, Any]) -> None:
-        with self._cond:
-            if self._thread is None or self._pid != os.getpid():
-                self._start()
-            self._pending.append(transition)
-            if self._idle:
-                self._cond.notify_all()
-
-    def _start(self) -> None:
-        # After a fork the parent's thread and buffer are not ours.
-        self._pid, self._pending, self._in_flight = os.getpid(), [], 0
-        self._thread = threading.Thread(
-            target=self._run, name="job-records", daemon=True
-        )
-        self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._pending:
-                    self._idle = True
-                    self._cond.wait()
-                self._idle = False
-            time.sleep(self.BATCH_DELAY)
-            with self._cond:
-                batch = self._pending[: self.BATCH_MAX]
-                del self._pending[: self.BATCH_MAX]
-                self._in_flight = len(batch)
-            try:
-                self._write(fold_starts(batch))
-            except Exception as exc:  # keep the writer alive whatever happens
-                logger.warning("%d job records not written: %s", len(batch), exc)
-            finally:
-                with self._cond:
-                    self._in_flight = 0
-                    self._cond.notify_all()
-
-    def _write(self, batch: list[dict[str, Any]]) -> None:
-        if self._sha is None:
-            self._sha = queue_redis().script_load(_TRANSITIONS)
-        try:
-            write_transitions(batch, sha=self._sha)
-        except redis.exceptions.NoScriptError:
-            self._sha = None  # Redis restarted: load the script again
-            raise
-
-    def flush(self, timeout: float = 5.0) -> bool:
-        """Wait until every transition handed over is written."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            if self._thread is None or self._pid != os.getpid():
-                return True
-            self._cond.notify_all()
-            while self._pending or self._in_flight:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(left)
-        return True
-
-
-def fold_starts(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Fold a job's start (state active) into its end when both are in the
-    batch: one write instead of two, same record."""
-    last_index: dict[str, int] = {}
-    for i, transition in enumerate(batch):
-        last_index[transition["job_id"]] = i
-    folded: list[dict[str, Any]] = []
-    carried: dict[str, dict[str, Any]] = {}
-    for i, transition in enumerate(batch):
-        job_id = transition["job_id"]
-        if job_id in carried:
-            start = carried.pop(job_id)
-            transition = {
-                **transition,
-                "fields": {**(start["fields"] or {}), **(transition["fields"] or {})},
-                "count_attempt": start["count_attempt"] or transition["count_attempt"],
-            }
-        later_end = last_index[job_id] > i and batch[last_index[job_id]]["state"] in (
-            COMPLETED,
-            FAILED,
-            None,
-        )
-        if transition["state"] == ACTIVE and later_end:
-            carried[job_id] = transition
-            continue
-        folded.append(transition)
-    return folded
 
 
 def record_progress(job_id: str, progress: Any) -> None:

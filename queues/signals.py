@@ -19,13 +19,14 @@ from celery import signals
 
 from queues import publish, records
 from queues.definitions import seed_priority
+from queues.record_writer import BatchingWriter
 from saas.redaction import has_secrets, redact_data, redact_text
 
 logger = logging.getLogger(__name__)
 
 _running = threading.local()
 #: Worker processes hand records to a background writer (never wait for Redis).
-_writer = records.BatchingWriter()
+_writer = BatchingWriter()
 _worker_process = False
 LOG_LINE_MAX_CHARS = 2000
 

@@ -1,12 +1,16 @@
 """Every job gets a record from publish to finish, written by Celery signals."""
 
-import pytest
+import functools
 
-from queues import records
+import pytest
+from django.test import override_settings
+
+from queues import record_writer, records
 from queues.definitions import EMAIL, WEBHOOK, Priority
 from queues.publish import job_publish
 from queues.selectors import job_detail, queue_jobs, queue_stats
 from queues.tasks import queue_test_job
+from saas.redis import queue_redis
 from tests.utils import wait_until
 
 
@@ -89,7 +93,7 @@ def test_a_start_and_its_end_in_one_batch_are_written_once():
         transition("b", "active", worker="w2"),
         transition("a", "completed", finished_at="t"),
     ]
-    folded = records.fold_starts(batch)
+    folded = record_writer.fold_starts(batch)
     assert [(t["job_id"], t["state"]) for t in folded] == [
         ("b", "active"),
         ("a", "completed"),
@@ -100,7 +104,7 @@ def test_a_start_and_its_end_in_one_batch_are_written_once():
 
 @pytest.mark.django_db
 def test_batching_writer_writes_what_it_was_handed():
-    writer = records.BatchingWriter()
+    writer = record_writer.BatchingWriter()
     records.record_transition(
         job_id="x",
         queue=WEBHOOK.name,
@@ -137,3 +141,28 @@ def test_a_publish_written_after_the_job_ran_does_not_move_it_back():
     write(records.WAITING, 100.5)
     assert job_detail("late")["state"] == records.WAITING
     assert queue_stats(WEBHOOK)["completed"] == 0
+
+
+def test_a_batch_the_broker_refused_is_written_once_it_is_back(make_redis_server):
+    # The broker goes down as a job ends, and comes back as a new instance
+    # without the writer's script: the record still reaches it.
+    broker = make_redis_server()
+    port = broker.port
+    try:
+        with override_settings(REDIS_QUEUE_URL=f"redis://127.0.0.1:{port}/1"):
+            queue_redis.cache_clear()
+            writer = record_writer.BatchingWriter()
+            write = functools.partial(
+                records.record_transition, job_id="blip", queue=WEBHOOK.name
+            )
+            write(state=records.ACTIVE, writer=writer)
+            assert writer.flush()
+            broker.stop()
+            write(state=records.COMPLETED, writer=writer, fields={"finished_at": "t"})
+            assert not writer.flush(timeout=0.5)  # still trying
+            make_redis_server(port=port)
+            assert writer.flush(timeout=10)
+            job = job_detail("blip")
+            assert job["state"] == records.COMPLETED and job["finished_at"] == "t"
+    finally:
+        queue_redis.cache_clear()
