@@ -19,6 +19,7 @@ from django.db import transaction
 
 from queues import records
 from queues.definitions import QueueSpec, celery_priority
+from queues.record_writer import records_discard
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ def _forget_record_on_failure(job_id: str, queue: str, *, keep: bool = False):
         yield
     except Exception:
         if not keep:
+            records_discard(job_id)  # not written yet: never will be
             try:
                 records.record_delete(job_id, queue)
             except redis.RedisError:

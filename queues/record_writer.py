@@ -7,6 +7,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from typing import Any
 
 import redis
@@ -21,6 +22,17 @@ from queues.records import (
 from saas.redis import queue_redis
 
 logger = logging.getLogger(__name__)
+
+_writers: weakref.WeakSet[BatchingWriter] = weakref.WeakSet()
+
+
+def records_discard(job_id: str) -> None:
+    """A job whose publish failed: drop what this process's writers still
+    hold of its record (queues.publish), so a record written late, once the
+    broker is back, does not show a job that never was (the lost-job sweep
+    would publish it)."""
+    for writer in list(_writers):
+        writer.discard(job_id)
 
 
 class BatchingWriter:
@@ -52,6 +64,8 @@ class BatchingWriter:
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
         self._sha: str | None = None
+        self._discarded: set[str] = set()  # jobs to drop from the batch in flight
+        _writers.add(self)
 
     def send(self, transition: dict[str, Any]) -> None:
         with self._cond:
@@ -60,6 +74,13 @@ class BatchingWriter:
             self._pending.append(transition)
             if self._idle:
                 self._cond.notify_all()
+
+    def discard(self, job_id: str) -> None:
+        """Drop the job's transitions not written yet."""
+        with self._cond:
+            self._pending = [t for t in self._pending if t["job_id"] != job_id]
+            if self._in_flight:
+                self._discarded.add(job_id)
 
     def _start(self) -> None:
         # After a fork the parent's thread and buffer are not ours.
@@ -88,12 +109,17 @@ class BatchingWriter:
             finally:
                 with self._cond:
                     self._in_flight = 0
+                    self._discarded.clear()
                     self._cond.notify_all()
 
     def _write_retrying(self, batch: list[dict[str, Any]]) -> None:
         deadline = time.monotonic() + self.RETRY_SECONDS
         delay = 0.1
         while True:
+            with self._cond:
+                batch = [t for t in batch if t["job_id"] not in self._discarded]
+            if not batch:
+                return None
             try:
                 return self._write(batch)
             except redis.RedisError:

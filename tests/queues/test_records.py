@@ -166,3 +166,33 @@ def test_a_batch_the_broker_refused_is_written_once_it_is_back(make_redis_server
             assert job["state"] == records.COMPLETED and job["finished_at"] == "t"
     finally:
         queue_redis.cache_clear()
+
+
+def test_a_job_whose_publish_failed_leaves_no_record_once_the_broker_is_back(
+    make_redis_server,
+):
+    # A worker publishes while the broker is down: the publish fails and the
+    # record cannot be deleted; the writer, still trying, must not write it
+    # late (the lost-job sweep would publish a job that never was).
+    broker = make_redis_server()
+    port = broker.port
+    try:
+        with override_settings(REDIS_QUEUE_URL=f"redis://127.0.0.1:{port}/1"):
+            queue_redis.cache_clear()
+            writer = record_writer.BatchingWriter()
+            broker.stop()
+            for job_id in ("ghost", "kept"):
+                records.record_transition(
+                    job_id=job_id,
+                    queue=WEBHOOK.name,
+                    state=records.WAITING,
+                    writer=writer,
+                )
+            wait_until(lambda: writer._in_flight == 2, timeout=5)  # being retried
+            record_writer.records_discard("ghost")
+            make_redis_server(port=port)
+            assert writer.flush(timeout=10)
+            assert job_detail("ghost") is None
+            assert job_detail("kept")["state"] == records.WAITING
+    finally:
+        queue_redis.cache_clear()
