@@ -46,7 +46,13 @@ def _forget_record_on_failure(job_id: str, queue: str, *, keep: bool = False):
             try:
                 records.record_delete(job_id, queue)
             except redis.RedisError:
-                logger.warning("Record of unpublished job %s left behind", job_id)
+                # A worker's record was still in its writer and is dropped.
+                # One written at once (web), in the instant before the broker
+                # went, stays "waiting": the lost-job sweep publishes it later
+                # (at least once, as a durable row's re-drive would).
+                logger.warning(
+                    "Record of unpublished job %s could not be deleted", job_id
+                )
         raise
 
 
