@@ -481,3 +481,15 @@ def manage(env: dict[str, str], *args: str, quiet: bool = False) -> str:
     if not quiet and result.stdout:
         print(result.stdout, end="")
     return result.stdout
+
+
+def exit_once_on_sigterm() -> None:
+    """SIGTERM ends the bench through its clean-up (its finally blocks), once:
+    a second one during the clean-up (``timeout`` passes one on) would abort
+    it and leave the product's processes running."""
+
+    def terminate(*_) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        sys.exit(143)
+
+    signal.signal(signal.SIGTERM, terminate)

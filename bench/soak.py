@@ -49,7 +49,6 @@ import argparse
 import asyncio
 import json
 import shutil
-import signal
 import sys
 import tempfile
 import threading
@@ -64,6 +63,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.harness import (  # noqa: E402
     Product,
     drop_database,
+    exit_once_on_sigterm,
     free_port,
     manage,
     product_env,
@@ -400,5 +400,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    exit_once_on_sigterm()
     sys.exit(main())
