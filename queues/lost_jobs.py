@@ -76,23 +76,19 @@ def _eta_passed(eta: str, before: float) -> bool:
 def _candidates(client, queue: str, before: float) -> dict[str, float]:
     """Job id -> when it was published, of the jobs that should have started
     by ``before``: waiting since before it, or delayed until before it."""
-    waiting = client.zrangebyscore(
-        state_key(queue, records.WAITING),
-        "-inf",
-        before,
-        start=0,
-        num=CANDIDATES_MAX,
-        withscores=True,
-    )
-    found = dict(waiting)
-    delayed = client.zrangebyscore(
-        state_key(queue, records.DELAYED),
-        "-inf",
-        before,
-        start=0,
-        num=CANDIDATES_MAX,
-        withscores=True,
-    )
+
+    def overdue(state: str) -> list[tuple[str, float]]:
+        return client.zrangebyscore(
+            state_key(queue, state),
+            "-inf",
+            before,
+            start=0,
+            num=CANDIDATES_MAX,
+            withscores=True,
+        )
+
+    found = dict(overdue(records.WAITING))
+    delayed = overdue(records.DELAYED)
     if delayed:
         with client.pipeline(transaction=False) as pipe:
             for job_id, _ in delayed:
@@ -150,7 +146,7 @@ def _held_unacked(client) -> set[str]:
     return held
 
 
-def _still_missing(client, missing: dict[str, float]) -> list[dict]:
+def _still_missing(missing: dict[str, float]) -> list[dict]:
     """The records of the missing jobs that still wait as they did (a job
     that started or was published again meanwhile is not missing)."""
     jobs = []
@@ -204,7 +200,7 @@ def lost_jobs_recover(*, now: float | None = None) -> LostJobsReport:
         missing |= {k: v for k, v in candidates.items() if k not in held}
     confirmed = now - settings.QUEUE_LOST_JOB_CONFIRM_SECONDS
     new_suspects = {}
-    for job in _still_missing(client, missing):
+    for job in _still_missing(missing):
         seen = suspects.get(job["id"])
         if seen is not None and seen <= confirmed:
             _republish(job, report)

@@ -1,7 +1,8 @@
 """Helpers for tests: waiting on conditions with a deadline, never fixed sleeps."""
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -71,3 +72,19 @@ def run_with_broker_away(script: str, *args: str, env: dict[str, str]):
         text=True,
         timeout=120,
     )
+
+
+@contextmanager
+def broker_at(port: int, db: int = 1) -> Iterator[None]:
+    """The product's broker Redis client (queue_redis) pointed at a throwaway
+    redis-server on ``port`` while the block runs, and back afterwards."""
+    from django.test import override_settings
+
+    from saas.redis import queue_redis
+
+    queue_redis.cache_clear()
+    try:
+        with override_settings(REDIS_QUEUE_URL=f"redis://127.0.0.1:{port}/{db}"):
+            yield
+    finally:
+        queue_redis.cache_clear()

@@ -10,7 +10,7 @@ from queues.definitions import QUEUES, WEBHOOK
 from queues.keys import PRIORITY_SEP, backlog_key
 from saas.redis import queue_redis
 from tests.processes import free_port
-from tests.utils import wait_until
+from tests.utils import broker_at, wait_until
 
 ALL_QUEUES = [spec.name for spec in QUEUES]
 
@@ -22,11 +22,6 @@ def health(client):
 
 def alerts(body):
     return {(a["alert"], a["target"]) for a in body["alerts"]}
-
-
-def broker_at(server, db=1):
-    queue_redis.cache_clear()
-    return override_settings(REDIS_QUEUE_URL=f"redis://127.0.0.1:{server.port}/{db}")
 
 
 @pytest.fixture(autouse=True)
@@ -65,7 +60,7 @@ def test_queue_without_worker_degrades(staff_client, start_worker):
 @pytest.mark.django_db
 def test_evicting_broker_degrades(staff_client, make_redis_server):
     broker = make_redis_server(extra=["--maxmemory-policy", "allkeys-lru"])
-    with broker_at(broker):
+    with broker_at(broker.port):
         code, body = health(staff_client)
     assert code == 200 and body["status"] == "degraded"
     assert ("broker_evicts", "broker") in alerts(body)
@@ -84,7 +79,7 @@ def test_broker_memory_over_80_percent_alerts(staff_client, make_redis_server):
         if info["used_memory"] > 0.85 * info["maxmemory"]:
             break
         client.set(f"blob:{client.dbsize()}", blob)
-    with broker_at(broker):
+    with broker_at(broker.port):
         code, body = health(staff_client)
     assert ("redis_memory", "broker") in alerts(body)
     assert body["broker"]["memory_ratio"] > 0.8

@@ -3,15 +3,13 @@
 import functools
 
 import pytest
-from django.test import override_settings
 
 from queues import record_writer, records
 from queues.definitions import EMAIL, WEBHOOK, Priority
 from queues.publish import job_publish
 from queues.selectors import job_detail, queue_jobs, queue_stats
 from queues.tasks import queue_test_job
-from saas.redis import queue_redis
-from tests.utils import wait_until
+from tests.utils import broker_at, wait_until
 
 
 def publish(data, *, queue=WEBHOOK, priority=None):
@@ -147,25 +145,20 @@ def test_a_batch_the_broker_refused_is_written_once_it_is_back(make_redis_server
     # The broker goes down as a job ends, and comes back as a new instance
     # without the writer's script: the record still reaches it.
     broker = make_redis_server()
-    port = broker.port
-    try:
-        with override_settings(REDIS_QUEUE_URL=f"redis://127.0.0.1:{port}/1"):
-            queue_redis.cache_clear()
-            writer = record_writer.BatchingWriter()
-            write = functools.partial(
-                records.record_transition, job_id="blip", queue=WEBHOOK.name
-            )
-            write(state=records.ACTIVE, writer=writer)
-            assert writer.flush()
-            broker.stop()
-            write(state=records.COMPLETED, writer=writer, fields={"finished_at": "t"})
-            assert not writer.flush(timeout=0.5)  # still trying
-            make_redis_server(port=port)
-            assert writer.flush(timeout=10)
-            job = job_detail("blip")
-            assert job["state"] == records.COMPLETED and job["finished_at"] == "t"
-    finally:
-        queue_redis.cache_clear()
+    with broker_at(broker.port):
+        writer = record_writer.BatchingWriter()
+        write = functools.partial(
+            records.record_transition, job_id="blip", queue=WEBHOOK.name
+        )
+        write(state=records.ACTIVE, writer=writer)
+        assert writer.flush()
+        broker.stop()
+        write(state=records.COMPLETED, writer=writer, fields={"finished_at": "t"})
+        assert not writer.flush(timeout=0.5)  # still trying
+        make_redis_server(port=broker.port)
+        assert writer.flush(timeout=10)
+        job = job_detail("blip")
+        assert job["state"] == records.COMPLETED and job["finished_at"] == "t"
 
 
 def test_a_job_whose_publish_failed_leaves_no_record_once_the_broker_is_back(
@@ -175,24 +168,16 @@ def test_a_job_whose_publish_failed_leaves_no_record_once_the_broker_is_back(
     # record cannot be deleted; the writer, still trying, must not write it
     # late (the lost-job sweep would publish a job that never was).
     broker = make_redis_server()
-    port = broker.port
-    try:
-        with override_settings(REDIS_QUEUE_URL=f"redis://127.0.0.1:{port}/1"):
-            queue_redis.cache_clear()
-            writer = record_writer.BatchingWriter()
-            broker.stop()
-            for job_id in ("ghost", "kept"):
-                records.record_transition(
-                    job_id=job_id,
-                    queue=WEBHOOK.name,
-                    state=records.WAITING,
-                    writer=writer,
-                )
-            wait_until(lambda: writer._in_flight == 2, timeout=5)  # being retried
-            record_writer.records_discard("ghost")
-            make_redis_server(port=port)
-            assert writer.flush(timeout=10)
-            assert job_detail("ghost") is None
-            assert job_detail("kept")["state"] == records.WAITING
-    finally:
-        queue_redis.cache_clear()
+    with broker_at(broker.port):
+        writer = record_writer.BatchingWriter()
+        broker.stop()
+        for job_id in ("ghost", "kept"):
+            records.record_transition(
+                job_id=job_id, queue=WEBHOOK.name, state=records.WAITING, writer=writer
+            )
+        wait_until(lambda: writer._in_flight == 2, timeout=5)  # being retried
+        record_writer.records_discard("ghost")
+        make_redis_server(port=broker.port)
+        assert writer.flush(timeout=10)
+        assert job_detail("ghost") is None
+        assert job_detail("kept")["state"] == records.WAITING
